@@ -1,0 +1,3 @@
+"""stepopsd_jax: step-level RL (StepOPSD, StepPO and baselines) for multi-turn LLM agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,184 @@
+"""Qwen2 / Qwen2.5 / Qwen3 dense decoder in Flax Linen.
+
+One module API for the whole codebase: Linen modules applied to a plain params pytree, so the
+jitted step, optax, orbax and the sharding rules all see ordinary nested dicts. Parameters carry
+logical axis names (`nn.with_logical_partitioning`); the sharding rules map them onto the mesh.
+The decoder layers are `nn.scan`-ned: parameters have a leading `layers` axis, and compile time
+does not grow with depth.
+
+Each parameter's Hugging Face name is noted beside it (`model.layers.{i}.` is abbreviated `L.`).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from stepopsd_jax.models.config import QwenConfig
+
+_NEG_INF = float(jnp.finfo(jnp.float32).min)
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+# KV cache of all layers: {"k": [L, B, S, K, H], "v": [L, B, S, K, H]} (K kv-heads, H head_dim).
+KVCache = dict[str, Array]
+
+
+def _param(module: nn.Module, name: str, init, shape, axes: tuple[str, ...], dtype):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+_kernel_init = nn.initializers.normal(stddev=0.02)  # HF initializer_range
+
+
+class RMSNorm(nn.Module):
+  """x / rms(x) * scale, computed in f32 and cast back as transformers does."""
+  eps: float
+  axis_name: str = "norm"
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+    scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), (self.axis_name,),
+                   self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return scale.astype(x.dtype) * y.astype(x.dtype)
+
+
+def apply_rope(x_BxTxNxH: Array, positions_BxT: Array, theta: float) -> Array:
+  """Rotary embedding, half-split ("rotate_half") layout as in transformers' Qwen."""
+  half = x_BxTxNxH.shape[-1] // 2
+  inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
+  cos = jnp.cos(angles_BxTxF)[:, :, None, :].astype(x_BxTxNxH.dtype)
+  sin = jnp.sin(angles_BxTxF)[:, :, None, :].astype(x_BxTxNxH.dtype)
+  x1, x2 = x_BxTxNxH[..., :half], x_BxTxNxH[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+class Attention(nn.Module):
+  """Grouped-query attention with optional q/k/v biases (Qwen2) and q/k RMSNorm (Qwen3)."""
+  config: QwenConfig
+
+  def _proj(self, name, x, heads, axes):
+    c = self.config
+    w = _param(self, f"{name}_kernel", _kernel_init, (c.hidden_size, heads, c.head_dim),
+               ("embed",) + axes, c.jnp_param_dtype)
+    y = jnp.einsum("btd,dnh->btnh", x, w.astype(x.dtype))
+    if c.qkv_bias:
+      b = _param(self, f"{name}_bias", nn.initializers.zeros, (heads, c.head_dim), axes,
+                 c.jnp_param_dtype)
+      y = y + b.astype(x.dtype)
+    return y
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, layer_cache, cache_index):
+    c = self.config
+    q = self._proj("q", x_BxTxD, c.num_heads, ("q_heads", "head_dim"))  # L.self_attn.q_proj
+    k = self._proj("k", x_BxTxD, c.num_kv_heads, ("kv_heads", "head_dim"))  # L.self_attn.k_proj
+    v = self._proj("v", x_BxTxD, c.num_kv_heads, ("kv_heads", "head_dim"))  # L.self_attn.v_proj
+    if c.qk_norm:
+      q = RMSNorm(c.rms_norm_eps, "head_dim", c.jnp_param_dtype, name="q_norm")(q)  # L.self_attn.q_norm
+      k = RMSNorm(c.rms_norm_eps, "head_dim", c.jnp_param_dtype, name="k_norm")(k)  # L.self_attn.k_norm
+    q = apply_rope(q, positions_BxT, c.rope_theta)
+    k = apply_rope(k, positions_BxT, c.rope_theta)
+    if layer_cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], k.astype(layer_cache["k"].dtype),
+                                              cache_index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], v.astype(layer_cache["v"].dtype),
+                                              cache_index, axis=1)
+      layer_cache = {"k": k, "v": v}
+    out_BxTxNxH = _gqa(q, k.astype(q.dtype), v.astype(q.dtype), mask_BxTxS, c.head_dim)
+    wo = _param(self, "o_kernel", _kernel_init, (c.num_heads, c.head_dim, c.hidden_size),
+                ("q_heads", "head_dim", "embed"), c.jnp_param_dtype)  # L.self_attn.o_proj
+    return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, wo.astype(x_BxTxD.dtype)), layer_cache
+
+
+def _gqa(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, head_dim):
+  b, t, n, h = q_BxTxNxH.shape
+  kv = k_BxSxKxH.shape[2]
+  q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, kv, n // kv, h)
+  scores = jnp.einsum("btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH,
+                      preferred_element_type=jnp.float32) * (head_dim ** -0.5)
+  scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, _NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxH.dtype)
+  out = jnp.einsum("bkgts,bskh->btkgh", probs, v_BxSxKxH)
+  return out.reshape(b, t, n, h)
+
+
+class MLP(nn.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+  config: QwenConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    c = self.config
+    shape_in, shape_out = (c.hidden_size, c.intermediate_size), (c.intermediate_size, c.hidden_size)
+    gate = _param(self, "gate_kernel", _kernel_init, shape_in, ("embed", "mlp"), c.jnp_param_dtype)
+    up = _param(self, "up_kernel", _kernel_init, shape_in, ("embed", "mlp"), c.jnp_param_dtype)
+    down = _param(self, "down_kernel", _kernel_init, shape_out, ("mlp", "embed"), c.jnp_param_dtype)
+    dt = x_BxTxD.dtype
+    h_BxTxF = nn.silu(x_BxTxD @ gate.astype(dt)) * (x_BxTxD @ up.astype(dt))  # L.mlp.gate/up_proj
+    return h_BxTxF @ down.astype(dt)  # L.mlp.down_proj
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm block; the scan body: carry = hidden states, scanned input/output = layer cache."""
+  config: QwenConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, layer_cache, positions_BxT, mask_BxTxS, cache_index):
+    c = self.config
+    norm = lambda name: RMSNorm(c.rms_norm_eps, "norm", c.jnp_param_dtype, name=name)
+    attn_out, layer_cache = Attention(c, name="self_attn")(
+        norm("input_layernorm")(x_BxTxD), positions_BxT, mask_BxTxS, layer_cache, cache_index)
+    x_BxTxD = x_BxTxD + attn_out
+    x_BxTxD = x_BxTxD + MLP(c, name="mlp")(norm("post_attention_layernorm")(x_BxTxD))
+    return x_BxTxD, layer_cache
+
+
+class Qwen(nn.Module):
+  """The decoder. `__call__` returns f32 logits; `hidden` the final-normed hidden states."""
+  config: QwenConfig
+
+  def setup(self):
+    c = self.config
+    self.embedding = _param(self, "embed_tokens", _kernel_init, (c.vocab_size, c.hidden_size),
+                            ("vocab", "embed"), c.jnp_param_dtype)  # model.embed_tokens
+    layer_cls = DecoderLayer
+    if c.remat_policy != "none":
+      layer_cls = nn.remat(DecoderLayer, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
+    self.layers = nn.scan(
+        layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
+    self.norm = RMSNorm(c.rms_norm_eps, "norm", c.jnp_param_dtype)  # model.norm
+    if not c.tie_embeddings:
+      self.lm_head = _param(self, "lm_head", _kernel_init, (c.hidden_size, c.vocab_size),
+                            ("embed", "vocab"), c.jnp_param_dtype)  # lm_head (transposed)
+
+  def hidden(self, tokens_BxT: Int[Array, "B T"], positions_BxT: Int[Array, "B T"],
+             mask_BxTxS: Bool[Array, "B T S"], cache: KVCache | None = None,
+             cache_index: Int[Array, ""] | int = 0):
+    """Final-normed hidden states [B, T, D] and the updated cache (None without a cache)."""
+    x_BxTxD = jnp.take(self.embedding, tokens_BxT, axis=0).astype(self.config.jnp_dtype)
+    x_BxTxD, cache = self.layers(x_BxTxD, cache, positions_BxT, mask_BxTxS, cache_index)
+    return self.norm(x_BxTxD), cache
+
+  def project(self, h_BxTxD: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
+    """Hidden states to f32 logits (the tied embedding or lm_head), accumulated in f32."""
+    if self.config.tie_embeddings:
+      return jnp.einsum("btd,vd->btv", h_BxTxD, self.embedding.astype(h_BxTxD.dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", h_BxTxD, self.lm_head.astype(h_BxTxD.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, cache_index=0):
+    h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index)
+    return self.project(h_BxTxD), cache
