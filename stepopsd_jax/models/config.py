@@ -49,6 +49,11 @@ class QwenConfig:
           f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}.")
 
   @property
+  def o_bias(self) -> bool:
+    """Qwen3's `attention_bias` covers o_proj too; Qwen2's q/k/v biases do not."""
+    return self.qkv_bias and self.family == "qwen3"
+
+  @property
   def jnp_param_dtype(self):
     return DTYPES[self.param_dtype]
 

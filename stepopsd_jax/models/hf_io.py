@@ -38,6 +38,7 @@ _TABLE = (
     (("layers", "self_attn", "q_bias"), _LAYER + "self_attn.q_proj.bias", "vector", 0),
     (("layers", "self_attn", "k_bias"), _LAYER + "self_attn.k_proj.bias", "vector", 0),
     (("layers", "self_attn", "v_bias"), _LAYER + "self_attn.v_proj.bias", "vector", 0),
+    (("layers", "self_attn", "o_bias"), _LAYER + "self_attn.o_proj.bias", "vector", 0),
     (("layers", "self_attn", "q_norm", "scale"), _LAYER + "self_attn.q_norm.weight", "vector", 0),
     (("layers", "self_attn", "k_norm", "scale"), _LAYER + "self_attn.k_norm.weight", "vector", 0),
     (("layers", "mlp", "gate_kernel"), _LAYER + "mlp.gate_proj.weight", "linear", 1),

@@ -48,14 +48,14 @@ class RMSNorm(nn.Module):
                    self.param_dtype)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return scale.astype(x.dtype) * y.astype(x.dtype)
+    return scale.astype(x.dtype).reshape((1,) * (x.ndim - 1) + (-1,)) * y.astype(x.dtype)
 
 
 def apply_rope(x_BxTxNxH: Array, positions_BxT: Array, theta: float) -> Array:
   """Rotary embedding, half-split ("rotate_half") layout as in transformers' Qwen."""
   half = x_BxTxNxH.shape[-1] // 2
   inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
-  angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
+  angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq[None, None, :]
   cos = jnp.cos(angles_BxTxF)[:, :, None, :].astype(x_BxTxNxH.dtype)
   sin = jnp.sin(angles_BxTxF)[:, :, None, :].astype(x_BxTxNxH.dtype)
   x1, x2 = x_BxTxNxH[..., :half], x_BxTxNxH[..., half:]
@@ -74,7 +74,7 @@ class Attention(nn.Module):
     if c.qkv_bias:
       b = _param(self, f"{name}_bias", nn.initializers.zeros, (heads, c.head_dim), axes,
                  c.jnp_param_dtype)
-      y = y + b.astype(x.dtype)
+      y = y + b.astype(x.dtype)[None, None]
     return y
 
   @nn.compact
@@ -97,7 +97,12 @@ class Attention(nn.Module):
     out_BxTxNxH = _gqa(q, k.astype(q.dtype), v.astype(q.dtype), mask_BxTxS, c.head_dim)
     wo = _param(self, "o_kernel", _kernel_init, (c.num_heads, c.head_dim, c.hidden_size),
                 ("q_heads", "head_dim", "embed"), c.jnp_param_dtype)  # L.self_attn.o_proj
-    return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, wo.astype(x_BxTxD.dtype)), layer_cache
+    out_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, wo.astype(x_BxTxD.dtype))
+    if c.o_bias:  # Qwen3 with attention_bias=True also biases o_proj; Qwen2 never does
+      bo = _param(self, "o_bias", nn.initializers.zeros, (c.hidden_size,), ("embed",),
+                  c.jnp_param_dtype)
+      out_BxTxD = out_BxTxD + bo.astype(out_BxTxD.dtype)[None, None]
+    return out_BxTxD, layer_cache
 
 
 def _gqa(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS, head_dim):
@@ -167,7 +172,14 @@ class Qwen(nn.Module):
              mask_BxTxS: Bool[Array, "B T S"], cache: KVCache | None = None,
              cache_index: Int[Array, ""] | int = 0):
     """Final-normed hidden states [B, T, D] and the updated cache (None without a cache)."""
-    x_BxTxD = jnp.take(self.embedding, tokens_BxT, axis=0).astype(self.config.jnp_dtype)
+    return self.decode(self.embed(tokens_BxT), positions_BxT, mask_BxTxS, cache, cache_index)
+
+  def embed(self, tokens_BxT: Int[Array, "B T"]) -> Float[Array, "B T D"]:
+    return jnp.take(self.embedding, tokens_BxT, axis=0).astype(self.config.jnp_dtype)
+
+  def decode(self, x_BxTxD: Float[Array, "B T D"], positions_BxT, mask_BxTxS, cache=None,
+             cache_index=0):
+    """The decoder stack on input embeddings: final-normed hidden states and the cache."""
     x_BxTxD, cache = self.layers(x_BxTxD, cache, positions_BxT, mask_BxTxS, cache_index)
     return self.norm(x_BxTxD), cache
 
