@@ -1,0 +1,215 @@
+"""The host-side multi-turn rollout loop: B tasks x G rollouts -> StepBatch (DESIGN 1, 2, 4.8).
+
+Each turn renders the prompt of every active env, samples all of them in one batched call,
+parses actions, steps the envs, and records one StepRow per agent step. When every episode has
+ended, the hindsight teacher prompt of every row is built from its group's outcomes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from stepopsd_jax import envs as envs_lib
+from stepopsd_jax.rollout import parse, prompts
+from stepopsd_jax.rollout.stepbatch import StepBatch, StepRow, build_step_batch
+from stepopsd_jax.sampling import Sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+  group_size: int = 4  # G rollouts per task
+  control_mode: str = "action_only"  # action_only | no_observation | all
+  invalid_penalty: float = 0.1  # subtracted from the step reward of a malformed response
+  max_steps: int | None = None  # None: the env's own limit
+  hindsight_sibling: bool = True  # show a successful sibling's actions to the teacher
+  hindsight_reference: bool = False  # show the task's reference (expert plan / answer)
+  prompt: prompts.PromptConfig = prompts.PromptConfig()
+
+
+@dataclasses.dataclass
+class Trajectory:
+  task: envs_lib.Task
+  group_id: int
+  rows: list[StepRow] = dataclasses.field(default_factory=list)
+  user_texts: list[str] = dataclasses.field(default_factory=list)
+  actions: list[str] = dataclasses.field(default_factory=list)
+  responses: list[str] = dataclasses.field(default_factory=list)
+  history: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  description: str = ""
+  won: bool = False
+  ret: float = 0.0
+
+
+@dataclasses.dataclass
+class RolloutResult:
+  batch: StepBatch
+  trajectories: list[Trajectory]
+  metrics: dict[str, float]
+
+
+@functools.lru_cache(maxsize=4)
+def vocab_texts(tokenizer, vocab_size: int) -> tuple[str, ...]:
+  """Decoded text of every token id (ids the tokenizer lacks decode to "")."""
+  n = min(vocab_size, tokenizer.vocab_size)
+  return tuple(tokenizer.decode([i]) for i in range(n)) + ("",) * (vocab_size - n)
+
+
+def safe_decode(tokenizer, ids: Sequence[int]) -> str:
+  """Decodes ids, dropping those past the tokenizer's vocab (the model's vocab is padded)."""
+  return tokenizer.decode([i for i in ids if 0 <= i < tokenizer.vocab_size])
+
+
+def anchor_hash(observation: str) -> int:
+  return zlib.crc32(observation.encode("utf-8", "replace")) & 0x7FFFFFFF
+
+
+def _render(tokenizer, user_text: str, cfg: prompts.PromptConfig) -> list[int]:
+  return list(tokenizer.apply_chat_template(prompts.messages(user_text, cfg),
+                                            add_generation_prompt=True))
+
+
+class _Counters:
+  def __init__(self):
+    self.values = collections.Counter()
+    self.seconds = collections.Counter()
+
+
+def collect(sampler: Sampler, weights: Any, tokenizer, env_name: str,
+            tasks: Sequence[envs_lib.Task], rng: jax.Array, cfg: RolloutConfig,
+            env_seed: int = 0) -> RolloutResult:
+  """Runs len(tasks) x G episodes to the end and returns their StepBatch, texts and metrics."""
+  g = cfg.group_size
+  n = len(tasks) * g
+  env = envs_lib.BatchedEnv(lambda i: envs_lib.make_env(env_name, seed=env_seed * n + i), n,
+                            max_steps=cfg.max_steps)
+  trajs = [Trajectory(task, group_id=k // g) for k, task in
+           enumerate(t for t in tasks for _ in range(g))]
+  counters = _Counters()
+  start = time.perf_counter()
+  results = env.reset([t.task for t in trajs])
+  for traj, e, done in zip(trajs, env.envs, env.done):
+    traj.description = "" if done else e.task_description
+  turn = 0
+  while not env.all_done:
+    active = [i for i in range(n) if not env.done[i]]
+    actions = _turn(sampler, weights, tokenizer, [trajs[i] for i in active],
+                    [results[i] for i in active], jax.random.fold_in(rng, turn), cfg, counters)
+    t0 = time.perf_counter()
+    stepped = env.step(_scatter(actions, active, n))
+    counters.seconds["env"] += time.perf_counter() - t0
+    for i, res in zip(active, (stepped[i] for i in active)):
+      _record_step(trajs[i], res, cfg)
+      results[i] = res
+    turn += 1
+  counters.seconds["env"] += env.env_reset_seconds
+  counters.values["env_errors"] += env.num_env_errors
+  rows = _finish(trajs, tokenizer, cfg)
+  batch = build_step_batch(rows, pad_id=sampler.pad_id,
+                           response_len=sampler.params.max_new_tokens, buckets=sampler.buckets)
+  counters.seconds["total"] = time.perf_counter() - start
+  return RolloutResult(batch, trajs, _metrics(trajs, counters, turn))
+
+
+def _scatter(actions: list[str], active: list[int], n: int) -> list[str | None]:
+  out: list[str | None] = [None] * n
+  for i, a in zip(active, actions):
+    out[i] = a
+  return out
+
+
+def _turn(sampler, weights, tokenizer, trajs, results, rng, cfg, counters) -> list[str]:
+  """Prompts, samples and parses one turn of the active trajectories; returns their actions."""
+  t0 = time.perf_counter()
+  texts = vocab_texts(tokenizer, sampler.config.vocab_size)
+  user_texts = [prompts.step_text(t.description, t.history, r.observation,
+                                  len(t.rows), r.info.get("admissible_actions"), cfg.prompt)
+                for t, r in zip(trajs, results)]
+  prompt_ids = [_render(tokenizer, u, cfg.prompt) for u in user_texts]
+  counters.seconds["prompt"] += time.perf_counter() - t0
+  t0 = time.perf_counter()
+  out = sampler.generate(weights, prompt_ids, rng)
+  counters.seconds["generate"] += time.perf_counter() - t0
+  counters.values["truncated_prompts"] += out.truncated_prompts
+  actions = []
+  for k, (traj, result) in enumerate(zip(trajs, results)):
+    response = [int(x) for x in out.tokens[k, :out.lengths[k]]]
+    response_text = safe_decode(tokenizer, response)
+    parsed = parse.parse_action(response_text)
+    counters.values["generated_tokens"] += len(response)
+    if not parsed.valid:
+      counters.values["invalid_actions"] += 1
+      counters.values[f"invalid/{parsed.reason}"] += 1
+    traj.rows.append(StepRow(
+        prompt=prompt_ids[k], teacher_prompt=prompt_ids[k], response=response,
+        logprobs=[float(x) for x in out.logprobs[k, :out.lengths[k]]],
+        control=list(parse.control_mask([texts[t] for t in response], cfg.control_mode)),
+        traj_id=-1, step_idx=len(traj.rows), group_id=traj.group_id,
+        step_reward=-cfg.invalid_penalty if not parsed.valid else 0.0,
+        anchor_id=anchor_hash(result.observation)))
+    traj.user_texts.append(user_texts[k])
+    traj.responses.append(response_text)
+    traj.actions.append(parsed.action)
+    traj.history.append((result.observation, parsed.action or response_text.strip()[:80]))
+    actions.append(parsed.action)
+  return actions
+
+
+def _record_step(traj: Trajectory, result: envs_lib.StepResult | None, cfg) -> None:
+  if result is None:
+    return
+  traj.rows[-1].step_reward += float(result.reward)
+  if result.done:
+    traj.won = bool(result.info.get("won", False))
+
+
+def _finish(trajs: list[Trajectory], tokenizer, cfg: RolloutConfig) -> list[StepRow]:
+  """Fills returns, trajectory ids and hindsight teacher prompts; returns all rows in order."""
+  by_group = collections.defaultdict(list)
+  for i, traj in enumerate(trajs):
+    traj.ret = float(sum(r.step_reward for r in traj.rows))
+    by_group[traj.group_id].append(i)
+  rows = []
+  for i, traj in enumerate(trajs):
+    demo = _demo_actions(trajs, by_group[traj.group_id], i) if cfg.hindsight_sibling else None
+    block = prompts.hindsight_block(traj.won, traj.ret, demo,
+                                    traj.task.reference if cfg.hindsight_reference else None)
+    for row, user_text in zip(traj.rows, traj.user_texts):
+      row.traj_id, row.traj_return, row.traj_success = i, traj.ret, traj.won
+      if block is not None:
+        row.teacher_prompt = _render(tokenizer, user_text + "\n\n" + block, cfg.prompt)
+      rows.append(row)
+  return rows
+
+
+def _demo_actions(trajs: list[Trajectory], group: list[int], me: int) -> list[str] | None:
+  """Actions of the shortest successful trajectory of the group, a sibling before oneself."""
+  winners = [j for j in group if trajs[j].won]
+  if not winners:
+    return None
+  best = min(winners, key=lambda j: (len(trajs[j].rows), j == me, j))
+  return trajs[best].actions
+
+
+def _metrics(trajs: list[Trajectory], counters: _Counters, turns: int) -> dict[str, float]:
+  n = max(len(trajs), 1)
+  out = {"success": sum(t.won for t in trajs) / n,
+         "return": sum(t.ret for t in trajs) / n,
+         "episode_steps": sum(len(t.rows) for t in trajs) / n,
+         "turns": float(turns), "num_trajectories": float(len(trajs)),
+         "num_steps": float(sum(len(t.rows) for t in trajs))}
+  for subset in sorted({t.task.subset for t in trajs}):
+    members = [t for t in trajs if t.task.subset == subset]
+    out[f"success/{subset}"] = sum(t.won for t in members) / len(members)
+  out.update({k: float(v) for k, v in counters.values.items()})
+  out["invalid_action_rate"] = counters.values["invalid_actions"] / max(out["num_steps"], 1)
+  out.update({f"time/{k}_s": v for k, v in counters.seconds.items()})
+  return out

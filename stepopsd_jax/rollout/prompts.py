@@ -1,0 +1,64 @@
+"""Prompt text for one agent step, and the hindsight block of the StepOPSD teacher (DESIGN 4.8).
+
+The student sees: the task, the last k (observation, action) pairs, the current observation and
+the admissible actions, as one user message rendered with the tokenizer's chat template. The
+teacher sees the same message with a hindsight block appended, so its context differs from the
+student's only by that block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+FORMAT_INSTRUCTION = ("Think briefly inside <think> </think>, then give exactly one admissible "
+                      "action inside <action> </action>.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+  history_window: int = 2  # last k (observation, action) pairs shown
+  show_admissible: bool = True
+  format_instruction: str = FORMAT_INSTRUCTION
+  system_prompt: str | None = None
+
+
+def step_text(task: str, history: Sequence[tuple[str, str]], observation: str, step: int,
+              admissible: Sequence[str] | None, cfg: PromptConfig) -> str:
+  """The user message of step `step` (0-based); `history` holds all earlier (obs, action) pairs."""
+  parts = [task.strip()]
+  shown = history[-cfg.history_window:] if cfg.history_window > 0 else []
+  if shown:
+    first = len(history) - len(shown) + 1
+    lines = [f"[Step {first + j}] Observation: {o}\nAction: {a}" for j, (o, a) in enumerate(shown)]
+    parts.append(f"You have taken {len(history)} step(s). Your last {len(shown)}:\n" +
+                 "\n".join(lines))
+  parts.append(f"[Step {step + 1}] Observation: {observation}")
+  if cfg.show_admissible and admissible:
+    parts.append("Admissible actions: " + ", ".join(admissible))
+  parts.append(cfg.format_instruction)
+  return "\n\n".join(parts)
+
+
+def messages(user_text: str, cfg: PromptConfig) -> list[dict]:
+  system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+  return system + [{"role": "user", "content": user_text}]
+
+
+def hindsight_block(won: bool, traj_return: float, demo_actions: Sequence[str] | None,
+                    reference: str | None) -> str | None:
+  """Outcome + a successful sibling's actions (+ optional reference); None when no block exists.
+
+  Without a successful trajectory in the group or a reference there is nothing privileged to
+  show, and the teacher context equals the student's (no reshaping).
+  """
+  if demo_actions is None and reference is None:
+    return None
+  lines = [f"[Hindsight] This attempt {'succeeded' if won else 'failed'} "
+           f"(return {traj_return:g})."]
+  if demo_actions is not None:
+    steps = "; ".join(f"{i + 1}. {a}" for i, a in enumerate(demo_actions))
+    lines.append(f"A successful attempt at this task took these actions: {steps}")
+  if reference is not None:
+    lines.append(f"Reference: {reference}")
+  return "\n".join(lines)

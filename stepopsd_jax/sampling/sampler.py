@@ -1,0 +1,199 @@
+"""Jitted KV-cache sampling: one prefill, then a `lax.while_loop` decode, in one compiled call.
+
+Prompts are left-padded, so every row's next token goes to the same cache slot and each decode
+step is a single [B, 1] forward. Batch size and prompt length are rounded up to padding buckets,
+so a multi-turn rollout compiles once per (batch bucket, prompt bucket), not once per turn.
+The loop state carries the RNG key; stop tokens and stop strings (via `stop.build_stop_table`)
+end rows on the device, and the results come to the host in one transfer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from stepopsd_jax import models
+from stepopsd_jax.models import QwenConfig
+from stepopsd_jax.sampling import stop
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """How to sample. temperature=0 is greedy. Hashable: a static argument of the jitted loop."""
+  max_new_tokens: int = 64
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0  # 0 = no top-k truncation
+  stop_token_ids: tuple[int, ...] = ()
+  stop_strings: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be >= 1.")
+    if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+      raise ValueError(f"Invalid sampling params {self}: need temperature >= 0, "
+                       "0 < top_p <= 1, top_k >= 0.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+  """Padding buckets: batch and prompt length are rounded up to the next entry."""
+  batch: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+  prompt: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)
+
+  @staticmethod
+  def pick(sizes: tuple[int, ...], n: int) -> int | None:
+    i = bisect.bisect_left(sizes, n)
+    return sizes[i] if i < len(sizes) else None
+
+
+class SampleOutput(NamedTuple):
+  """Host (numpy) results for the caller's rows, in order."""
+  tokens: np.ndarray  # int32 [B, R]: generated tokens, pad after the end
+  logprobs: np.ndarray  # f32 [B, R]: behaviour log-probs of those tokens (0 after the end)
+  lengths: np.ndarray  # int32 [B]: generated tokens per row (stop token or string included)
+  stopped: np.ndarray  # bool [B]: ended by a stop token/string, not by max_new_tokens
+  truncated_prompts: int  # prompts cut from the left to fit the largest prompt bucket
+
+
+class _LoopState(NamedTuple):
+  step: Int[Array, ""]
+  rng: Array
+  cache: dict
+  key_mask: Bool[Array, "B S"]
+  logits: Float[Array, "B V"]
+  positions: Int[Array, "B"]
+  done: Bool[Array, "B"]
+  lengths: Int[Array, "B"]
+  stop_state: Int[Array, "B"]
+  tokens: Int[Array, "B R"]
+  logprobs: Float[Array, "B R"]
+
+
+def sample_token(logits_BxV: Array, rng: Array, params: SamplingParams):
+  """Draws a token per row; returns it and its log-prob under the (temperature-scaled) model.
+
+  The behaviour log-prob is that of the temperature-scaled distribution without the top-p/top-k
+  truncation, which is what the train step recomputes; greedy (temperature 0) uses temperature 1.
+  """
+  if params.temperature == 0:
+    token = jnp.argmax(logits_BxV, axis=-1)
+    scaled = logits_BxV
+  else:
+    scaled = logits_BxV / params.temperature
+    token = jax.random.categorical(rng, _truncate(scaled, params), axis=-1)
+  logp = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), token[:, None], axis=-1)[:, 0]
+  return token.astype(jnp.int32), logp
+
+
+def _truncate(logits_BxV: Array, params: SamplingParams) -> Array:
+  if params.top_k > 0:
+    kth = jax.lax.top_k(logits_BxV, params.top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth, -jnp.inf, logits_BxV)
+  if params.top_p < 1.0:
+    sorted_desc = -jnp.sort(-logits_BxV, axis=-1)
+    probs = jax.nn.softmax(sorted_desc, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each sorted token
+    cutoff = jnp.min(jnp.where(before < params.top_p, sorted_desc, jnp.inf), axis=-1,
+                     keepdims=True)
+    logits_BxV = jnp.where(logits_BxV < cutoff, -jnp.inf, logits_BxV)
+  return logits_BxV
+
+
+TRACE_COUNT = {"generate": 0}  # incremented on every trace: tests count compilations with it
+
+
+@functools.partial(jax.jit, static_argnames=("config", "params", "pad_id"))
+def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, weights,
+                    tokens_BxP: Int[Array, "B P"], mask_BxP: Bool[Array, "B P"],
+                    rng: Array, stop_table: Int[Array, "Q V"]):
+  """Prefill + decode on a padded batch; rows with an all-False mask are finished at once."""
+  TRACE_COUNT["generate"] += 1
+  b, p = tokens_BxP.shape
+  r = params.max_new_tokens
+  positions = models.default_positions(mask_BxP)
+  key_mask = jnp.concatenate([mask_BxP, jnp.zeros((b, r), bool)], axis=1)
+  cache = models.init_cache(config, b, p + r)
+  logits, cache = models.forward_with_cache(config, weights, tokens_BxP, positions, key_mask,
+                                            cache, 0)
+  stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
+  accept = stop_table.shape[0] - 1
+
+  def body(s: _LoopState) -> _LoopState:
+    token, logp = sample_token(s.logits, jax.random.fold_in(s.rng, s.step), params)
+    token = jnp.where(s.done, pad_id, token)
+    stop_state = stop_table[s.stop_state, token]
+    ended = jnp.isin(token, stop_ids) | (stop_state == accept)
+    key_mask = s.key_mask.at[:, p + s.step].set(True)
+    logits, cache = models.forward_with_cache(config, weights, token[:, None],
+                                              s.positions[:, None], key_mask, s.cache,
+                                              p + s.step)
+    return _LoopState(
+        step=s.step + 1, rng=s.rng, cache=cache, key_mask=key_mask, logits=logits[:, 0],
+        positions=s.positions + 1, done=s.done | ended, stop_state=stop_state,
+        lengths=s.lengths + (~s.done).astype(jnp.int32),
+        tokens=s.tokens.at[:, s.step].set(token),
+        logprobs=s.logprobs.at[:, s.step].set(jnp.where(s.done, 0.0, logp)))
+
+  def cond(s: _LoopState):
+    return (s.step < r) & ~jnp.all(s.done)
+
+  empty_row = ~jnp.any(mask_BxP, axis=1)
+  init = _LoopState(
+      step=jnp.zeros((), jnp.int32), rng=rng, cache=cache, key_mask=key_mask,
+      logits=logits[:, -1], positions=positions[:, -1] + 1, done=empty_row,
+      stop_state=jnp.zeros((b,), jnp.int32), lengths=jnp.zeros((b,), jnp.int32),
+      tokens=jnp.full((b, r), pad_id, jnp.int32), logprobs=jnp.zeros((b, r), jnp.float32))
+  final = jax.lax.while_loop(cond, body, init)
+  return final.tokens, final.logprobs, final.lengths, final.done & ~empty_row
+
+
+class Sampler:
+  """Host-side front end: buckets and pads prompts, runs `generate_padded`, returns numpy.
+
+  Token ids of the prompts are lists of ints (no padding); rows keep their order.
+  """
+
+  def __init__(self, config: QwenConfig, params: SamplingParams, *, pad_id: int,
+               token_texts: Sequence[str] | None = None, buckets: Buckets = Buckets()):
+    if params.stop_strings and token_texts is None:
+      raise ValueError("stop_strings need token_texts (the decoded text of every token id).")
+    self.config, self.params, self.pad_id, self.buckets = config, params, pad_id, buckets
+    texts = token_texts if params.stop_strings else [""] * config.vocab_size
+    if len(texts) != config.vocab_size:
+      texts = list(texts)[:config.vocab_size] + [""] * (config.vocab_size - len(texts))
+    self.stop_table = jnp.asarray(stop.build_stop_table(texts, params.stop_strings))
+
+  def pad(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Left-padded [B_bucket, P_bucket] tokens and mask; prompts longer than the largest bucket
+    keep their last tokens (the count is returned) so one long episode cannot stop a run."""
+    b = Buckets.pick(self.buckets.batch, len(prompts))
+    if b is None:
+      raise ValueError(f"{len(prompts)} prompts exceed the largest batch bucket "
+                       f"{self.buckets.batch[-1]}; add a larger bucket or split the batch.")
+    longest = max((len(x) for x in prompts), default=1)
+    width = Buckets.pick(self.buckets.prompt, max(longest, 1)) or self.buckets.prompt[-1]
+    tokens = np.full((b, width), self.pad_id, np.int32)
+    mask = np.zeros((b, width), bool)
+    truncated = 0
+    for i, prompt in enumerate(prompts):
+      prompt = list(prompt)[-width:]
+      truncated += len(prompt) < len(prompts[i])
+      if prompt:
+        tokens[i, width - len(prompt):], mask[i, width - len(prompt):] = prompt, True
+    return tokens, mask, truncated
+
+  def generate(self, weights: Any, prompts: Sequence[Sequence[int]], rng: Array) -> SampleOutput:
+    tokens, mask, truncated = self.pad(prompts)
+    out = generate_padded(self.config, self.params, self.pad_id, weights, jnp.asarray(tokens),
+                          jnp.asarray(mask), rng, self.stop_table)
+    out_tokens, logprobs, lengths, stopped = (x[:len(prompts)] for x in jax.device_get(out))
+    return SampleOutput(out_tokens, logprobs, lengths, stopped, truncated)

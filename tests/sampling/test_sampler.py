@@ -1,0 +1,131 @@
+"""The jitted sampler against full-recompute `models.logits`; stops; compile counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stepopsd_jax import models, sampling
+
+BUCKETS = sampling.Buckets(batch=(2, 4), prompt=(8, 16))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  config = models.get_preset("qwen3_tiny")
+  return config, models.init_params(config, jax.random.key(0))
+
+
+PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18], [3]]
+
+
+def _reference_greedy(config, weights, prompt, n):
+  seq = list(prompt)
+  for _ in range(n):
+    seq.append(int(jnp.argmax(models.logits(config, weights, jnp.asarray([seq]))[0, -1])))
+  return seq[len(prompt):]
+
+
+def test_greedy_equals_stepwise_argmax_of_full_recompute(tiny):
+  config, weights = tiny
+  s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=6, temperature=0.0),
+                       pad_id=0, buckets=BUCKETS)
+  out = s.generate(weights, PROMPTS, jax.random.key(1))
+  for i, prompt in enumerate(PROMPTS):
+    assert list(out.tokens[i]) == _reference_greedy(config, weights, prompt, 6)
+  assert list(out.lengths) == [6, 6, 6] and not out.stopped.any()
+
+
+def test_behaviour_logprobs_equal_teacher_forced_log_softmax(tiny):
+  config, weights = tiny
+  s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=7, temperature=1.0),
+                       pad_id=0, buckets=BUCKETS)
+  out = s.generate(weights, PROMPTS, jax.random.key(2))
+  for i, prompt in enumerate(PROMPTS):
+    seq = jnp.asarray([list(prompt) + list(out.tokens[i])])
+    logp = jax.nn.log_softmax(models.logits(config, weights, seq)[0], axis=-1)
+    positions = np.arange(len(prompt) - 1, seq.shape[1] - 1)
+    expected = np.asarray(logp[positions, out.tokens[i]])
+    np.testing.assert_allclose(out.logprobs[i], expected, atol=1e-4)
+
+
+def test_same_key_same_samples_and_top_k_1_is_greedy(tiny):
+  config, weights = tiny
+  hot = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=5, temperature=1.5),
+                         pad_id=0, buckets=BUCKETS)
+  a = hot.generate(weights, PROMPTS, jax.random.key(3))
+  b = hot.generate(weights, PROMPTS, jax.random.key(3))
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  greedy = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=5, temperature=0.0),
+                            pad_id=0, buckets=BUCKETS).generate(weights, PROMPTS, jax.random.key(0))
+  for params in (sampling.SamplingParams(max_new_tokens=5, temperature=1.0, top_k=1),
+                 sampling.SamplingParams(max_new_tokens=5, temperature=1.0, top_p=1e-6)):
+    out = sampling.Sampler(config, params, pad_id=0, buckets=BUCKETS).generate(
+        weights, PROMPTS, jax.random.key(4))
+    np.testing.assert_array_equal(out.tokens, greedy.tokens)
+
+
+def test_stop_token_and_stop_string_end_rows(tiny):
+  config, weights = tiny
+  greedy = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=6, temperature=0.0),
+                            pad_id=0, buckets=BUCKETS).generate(weights, PROMPTS, jax.random.key(0))
+  # Stop token: the third greedy token of row 0.
+  stop_id = int(greedy.tokens[0, 2])
+  out = sampling.Sampler(
+      config, sampling.SamplingParams(max_new_tokens=6, temperature=0.0, stop_token_ids=(stop_id,)),
+      pad_id=0, buckets=BUCKETS).generate(weights, PROMPTS, jax.random.key(0))
+  first = list(greedy.tokens[0]).index(stop_id)
+  assert out.lengths[0] == first + 1 and out.stopped[0]
+  assert np.all(out.logprobs[0, first + 1:] == 0)
+  # Stop string spread over two tokens: name every token by its id, stop on the text of the
+  # second and third generated tokens of row 1 written together.
+  texts = [f"<{i}>" for i in range(config.vocab_size)]
+  t1, t2 = int(greedy.tokens[1, 1]), int(greedy.tokens[1, 2])
+  out = sampling.Sampler(
+      config, sampling.SamplingParams(max_new_tokens=6, temperature=0.0,
+                                      stop_strings=(f"{t1}><{t2}>",)),
+      pad_id=0, token_texts=texts, buckets=BUCKETS).generate(weights, PROMPTS, jax.random.key(0))
+  stop_text = f"{t1}><{t2}>"
+  first_match = next(n for n in range(1, 7)
+                     if stop_text in "".join(texts[t] for t in greedy.tokens[1, :n]))
+  assert first_match <= 3 and out.lengths[1] == first_match and out.stopped[1]
+
+
+def test_one_compile_per_bucket_pair(tiny):
+  config, weights = tiny
+  s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=3, temperature=1.0),
+                       pad_id=0, buckets=BUCKETS)
+  before = sampling.TRACE_COUNT["generate"]
+  for turn, n in enumerate([1, 2, 3, 5, 7, 8]):  # all in prompt bucket 8, batch bucket 2
+    s.generate(weights, [list(range(1, n + 1)), [4] * (9 - n)], jax.random.key(turn))
+  assert sampling.TRACE_COUNT["generate"] - before == 1
+  s.generate(weights, [[1] * 12, [2]], jax.random.key(9))  # prompt bucket 16
+  assert sampling.TRACE_COUNT["generate"] - before == 2
+
+
+def test_overlong_prompt_is_cut_from_the_left_and_counted(tiny):
+  config, weights = tiny
+  s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=2, temperature=0.0),
+                       pad_id=0, buckets=BUCKETS)
+  long_prompt = list(range(1, 40))
+  out = s.generate(weights, [long_prompt, [1, 2]], jax.random.key(0))
+  assert out.truncated_prompts == 1
+  assert list(out.tokens[0]) == _reference_greedy(config, weights, long_prompt[-16:], 2)
+
+
+def test_stop_table_matches_across_token_boundaries():
+  texts = ["</", "action", ">", "x", "</action>", "ab", "a", "b", "c", "<", "/"]
+  table = sampling.build_stop_table(texts, ["</action>", "abc"])
+  accept = table.shape[0] - 1
+
+  def stops(seq):
+    state = 0
+    for piece in seq:
+      state = table[state, texts.index(piece)]
+    return state == accept
+
+  assert stops(["</", "action", ">"]) and stops(["x", "</action>"]) and stops(["a", "ab", "c"])
+  assert stops(["<", "/", "action", ">"]) and stops(["ab", "c"])
+  assert not stops(["</", "action", "x"]) and not stops(["a", "b", "x", "c"])
+  with pytest.raises(ValueError, match="empty"):
+    sampling.build_stop_table(texts, [""])
