@@ -209,6 +209,8 @@ def _metrics(trajs: list[Trajectory], counters: _Counters, turns: int) -> dict[s
   for subset in sorted({t.task.subset for t in trajs}):
     members = [t for t in trajs if t.task.subset == subset]
     out[f"success/{subset}"] = sum(t.won for t in members) / len(members)
+  for key in ("invalid_actions", "truncated_prompts", "env_errors", "generated_tokens"):
+    out[key] = 0.0
   out.update({k: float(v) for k, v in counters.values.items()})
   out["invalid_action_rate"] = counters.values["invalid_actions"] / max(out["num_steps"], 1)
   out.update({f"time/{k}_s": v for k, v in counters.seconds.items()})

@@ -1,0 +1,127 @@
+"""The rollout loop: StepBatch alignment, control masks, hindsight prompts, compiles, fuzzing."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stepopsd_jax import envs, sampling
+from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop
+from tests.rollout.conftest import ENV, ScriptedSampler, random_policy
+
+
+def _real(tokens, mask):
+  return [int(t) for t, m in zip(tokens, mask) if m]
+
+
+@pytest.fixture(scope="module")
+def random_rollout(tokenizer):
+  sampler = ScriptedSampler(tokenizer, random_policy)
+  tasks = envs.make_tasks(ENV, "train", 6, seed=1)
+  return collect(sampler, None, tokenizer, ENV, tasks, jax.random.key(0),
+                 RolloutConfig(group_size=4))
+
+
+def test_student_and_teacher_rows_hold_the_same_response(random_rollout):
+  b = random_rollout.batch
+  student = np.concatenate([b.prompt_tokens, b.response_tokens], axis=1)
+  teacher = np.concatenate([b.teacher_prompt_tokens, b.response_tokens], axis=1)
+  r = b.response_tokens.shape[1]
+  np.testing.assert_array_equal(student[:, -r:], teacher[:, -r:])
+  valid = b.row_valid
+  # Left padding: every real prompt ends in the column just before the response.
+  assert b.prompt_mask[valid, -1].all() and b.teacher_prompt_mask[valid, -1].all()
+  assert not b.response_mask[~valid].any() and not b.prompt_mask[~valid].any()
+  assert (b.control_mask <= b.response_mask).all()
+
+
+def test_control_mask_covers_exactly_the_action_tokens(random_rollout, tokenizer):
+  b = random_rollout.batch
+  for row in np.flatnonzero(b.row_valid):
+    traj = random_rollout.trajectories[b.traj_id[row]]
+    action = traj.actions[b.step_idx[row]]
+    control = tokenizer.decode(_real(b.response_tokens[row], b.control_mask[row]))
+    outside = _real(b.response_tokens[row], b.response_mask[row] & ~b.control_mask[row])
+    assert action and action in control
+    # Tokens of the action may share a token with a tag; nothing else is in the mask.
+    assert len(control) - len(action) < len("<action>") + len("</action>")
+    assert action not in tokenizer.decode(outside)
+
+
+def test_rows_follow_trajectories_and_rewards(random_rollout):
+  b, trajs = random_rollout.batch, random_rollout.trajectories
+  n = b.num_rows
+  assert n == sum(len(t.rows) for t in trajs) == 6 * 4 * 4  # 4 rooms per episode
+  for i, traj in enumerate(trajs):
+    rows = np.flatnonzero((b.traj_id == i) & b.row_valid)
+    assert list(b.step_idx[rows]) == list(range(len(traj.rows)))
+    assert np.all(b.group_id[rows] == i // 4)
+    assert np.allclose(b.traj_return[rows], b.step_reward[rows].sum())
+    assert np.all(b.traj_success[rows] == traj.won)
+    assert b.step_reward[rows][-1] == float(traj.won) and not b.step_reward[rows][:-1].any()
+  assert 0 < random_rollout.metrics["success"] < 1
+  assert random_rollout.metrics["invalid_actions"] == 0
+
+
+def test_hindsight_shows_the_shortest_winning_sibling(random_rollout, tokenizer):
+  b, trajs = random_rollout.batch, random_rollout.trajectories
+  saw_block = saw_plain = False
+  for row in np.flatnonzero(b.row_valid):
+    traj = trajs[b.traj_id[row]]
+    student = tokenizer.decode(_real(b.prompt_tokens[row], b.prompt_mask[row]))
+    teacher = tokenizer.decode(_real(b.teacher_prompt_tokens[row], b.teacher_prompt_mask[row]))
+    group = [t for t in trajs if t.group_id == traj.group_id]
+    winners = [t for t in group if t.won]
+    if not winners:
+      assert teacher == student
+      saw_plain = True
+      continue
+    saw_block = True
+    assert ("succeeded" if traj.won else "failed") in teacher
+    siblings = [t for t in winners if t is not traj] or winners
+    demo_actions = min(siblings, key=lambda t: len(t.rows)).actions
+    assert "; ".join(f"{k + 1}. {a}" for k, a in enumerate(demo_actions)) in teacher
+    head = student.split("<|im_end|>\n<|im_start|>assistant")[0]
+    assert teacher.startswith(head) and teacher.endswith("<|im_start|>assistant\n")
+  assert saw_block and saw_plain
+
+
+def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
+  config, weights = demo.tiny_policy(tokenizer)
+  sampler = demo.make_sampler(config, tokenizer, max_new_tokens=8)
+  used = set()
+  pad = sampler.pad
+
+  def recording_pad(prompts):
+    tokens, mask, truncated = pad(prompts)
+    used.add(tokens.shape)
+    return tokens, mask, truncated
+
+  sampler.pad = recording_pad
+  tasks = envs.make_tasks(ENV, "train", 2, seed=0, horizon=5)
+  before = sampling.TRACE_COUNT["generate"]
+  result = collect(sampler, weights, tokenizer, ENV, tasks, jax.random.key(0),
+                   RolloutConfig(group_size=2))
+  assert result.metrics["turns"] == 5
+  assert sampling.TRACE_COUNT["generate"] - before <= len(used) <= 2
+
+
+tag_soup = st.lists(st.sampled_from(["<action>", "</action>", "<think>", "</think>", "open",
+                                     " red door", "\n", "<information>", "é", "", "x" * 300]),
+                    max_size=12).map("".join)
+raw_ids = st.lists(st.integers(0, 639), max_size=48)  # the model vocab is padded to 640
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(outputs=st.lists(st.one_of(tag_soup, raw_ids), min_size=1, max_size=8),
+       mode=st.sampled_from(["action_only", "no_observation", "all"]))
+def test_fuzzed_model_outputs_never_raise(tokenizer, outputs, mode):
+  script = iter(outputs * 50)
+  sampler = ScriptedSampler(tokenizer, lambda prompt, rng: next(script), vocab_size=640)
+  tasks = envs.make_tasks(ENV, "train", 1, seed=0)
+  result = collect(sampler, None, tokenizer, ENV, tasks, jax.random.key(0),
+                   RolloutConfig(group_size=2, control_mode=mode))
+  m = result.metrics
+  assert m["num_steps"] == 8 and 0 <= m["invalid_actions"] <= 8
+  assert (result.batch.control_mask <= result.batch.response_mask).all()
