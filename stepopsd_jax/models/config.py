@@ -123,6 +123,10 @@ def get_preset(name: str, **overrides: Any) -> QwenConfig:
   return PRESETS[name].replace(**overrides)
 
 
+_REQUIRED_HF_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads")
+
+
 def from_hf_config(hf: dict[str, Any], *, param_dtype: str = "float32", dtype: str | None = None,
                    source: str = "config.json") -> QwenConfig:
   """Reads a transformers `config.json` dict; rejects what this dense implementation cannot run."""
@@ -132,6 +136,9 @@ def from_hf_config(hf: dict[str, Any], *, param_dtype: str = "float32", dtype: s
         f"{source}: model_type={model_type!r} (architectures={hf.get('architectures')}) is not "
         f"supported. Supported: dense {', '.join(SUPPORTED_MODEL_TYPES)} (Qwen2, Qwen2.5, Qwen3); "
         "MoE and multimodal Qwen variants are not.")
+  missing = [k for k in _REQUIRED_HF_KEYS if k not in hf]
+  if missing:
+    raise ValueError(f"{source}: missing {missing}; a Qwen config.json needs {_REQUIRED_HF_KEYS}.")
   _check_supported_attention(hf, source)
   heads = hf["num_attention_heads"]
   rope_params = hf.get("rope_parameters") or {}

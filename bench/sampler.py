@@ -1,0 +1,214 @@
+"""Benchmark: our jitted KV-cache sampler against transformers `generate` on CPU.
+
+Both run the same random Qwen3 weights (ours from `init_params`, written with `save_hf` and
+loaded by transformers in float32), greedy, with no stop tokens, so every row generates exactly
+`--new-tokens` tokens. Each side gets a warm-up call (ours compiles in it; the compile time is
+reported separately), then the median of `--repeats` timed calls. Prints a markdown table and
+writes every raw timing to `--out` as JSON.
+
+  python bench/sampler.py --size small --batch-sizes 1,8,32 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+import torch
+import transformers
+
+from stepopsd_jax import models, sampling
+
+SIZES = {
+    "tiny": {},  # the qwen3_tiny preset as is: vocab 512, hidden 64, 2 layers
+    "small": dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=4,
+                  num_heads=8, num_kv_heads=4, head_dim=32),
+}
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+PAD_ID = 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--size", choices=sorted(SIZES), default="small",
+                 help="bench model: 'tiny' is the qwen3_tiny preset, 'small' 4 layers x 256")
+  p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes")
+  p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row (no padding)")
+  p.add_argument("--new-tokens", type=int, default=64, help="generated tokens per row")
+  p.add_argument("--repeats", type=int, default=3, help="timed calls per side (median is used)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", default="bench/results/sampler.json", help="JSON results path")
+  args = p.parse_args(argv)
+  args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+  if min(args.batch_sizes) < 1 or args.prompt_len < 1 or args.new_tokens < 1 or args.repeats < 1:
+    p.error("batch sizes, --prompt-len, --new-tokens and --repeats must be >= 1")
+  return args
+
+
+def bench_config(size: str) -> models.QwenConfig:
+  return models.get_preset("qwen3_tiny", **SIZES[size])
+
+
+def load_hf_model(config: models.QwenConfig, weights, directory: str):
+  """Writes our weights as a HF checkpoint and loads it in transformers (float32, eval)."""
+  models.save_hf(config, weights, directory)
+  model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+  return model.eval()
+
+
+def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
+  start = time.perf_counter()
+  out = fn()
+  return time.perf_counter() - start, out
+
+
+class CompileTimer:
+  """Sums JAX's trace + lower + backend-compile durations reported while it is active."""
+
+  def __init__(self):
+    self.seconds, self.active = 0.0, False
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+  def _listen(self, event: str, duration: float, **_):
+    if self.active and event in COMPILE_EVENTS:
+      self.seconds += duration
+
+  def measure(self, fn: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
+    """(compile seconds, wall seconds, result) of one call."""
+    self.seconds, self.active = 0.0, True
+    try:
+      wall, out = timed(fn)
+    finally:
+      self.active = False
+    return self.seconds, wall, out
+
+
+def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int):
+  """A closure running our sampler (greedy, no stops) on exactly-bucketed prompts."""
+  params = sampling.SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+  buckets = sampling.Buckets(batch=(prompts.shape[0],), prompt=(prompts.shape[1],))
+  sampler = sampling.Sampler(config, params, pad_id=PAD_ID, buckets=buckets)
+  rows, rng = prompts.tolist(), jax.random.key(seed)
+
+  def run() -> np.ndarray:
+    out = sampler.generate(weights, rows, rng)  # numpy: already on the host
+    assert (out.lengths == new_tokens).all(), out.lengths
+    return out.tokens
+  return run
+
+
+def hf_fn(model, prompts: np.ndarray, new_tokens: int):
+  """A closure running transformers greedy `generate` with the KV cache and no EOS."""
+  gen_config = transformers.GenerationConfig(
+      max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+      num_beams=1, eos_token_id=None, pad_token_id=PAD_ID, bos_token_id=None)
+  input_ids = torch.from_numpy(prompts.astype(np.int64))
+  attention_mask = torch.ones_like(input_ids)
+
+  def run() -> np.ndarray:
+    with torch.inference_mode():
+      out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                           generation_config=gen_config)
+    tokens = out[:, prompts.shape[1]:].numpy().astype(np.int32)
+    assert tokens.shape == (prompts.shape[0], new_tokens), tokens.shape
+    return tokens
+  return run
+
+
+def repeat(fn: Callable[[], np.ndarray], n: int) -> list[float]:
+  return [timed(fn)[0] for _ in range(n)]
+
+
+def agreement(ours: np.ndarray, hf: np.ndarray) -> dict:
+  """Identical-token fraction, rows fully identical, and each row's first mismatch (-1: none)."""
+  same = ours == hf
+  first = [int(np.argmin(row)) if not row.all() else -1 for row in same]
+  return {"token_fraction": float(same.mean()), "rows_identical": int(same.all(axis=1).sum()),
+          "rows": int(same.shape[0]), "first_mismatch": first}
+
+
+def bench_batch(batch: int, args, config, weights, hf_model, compile_timer) -> dict:
+  """Warm-up and timed runs of both sides at one batch size."""
+  rs = np.random.RandomState(args.seed + batch)
+  prompts = rs.randint(1, config.vocab_size, (batch, args.prompt_len)).astype(np.int32)
+  ours = ours_fn(config, weights, prompts, args.new_tokens, args.seed)
+  hf = hf_fn(hf_model, prompts, args.new_tokens)
+  compile_s, ours_first_s, ours_tokens = compile_timer.measure(ours)
+  hf_first_s, hf_tokens = timed(hf)
+  ours_s, hf_s = repeat(ours, args.repeats), repeat(hf, args.repeats)
+  generated = batch * args.new_tokens
+  ours_med, hf_med = statistics.median(ours_s), statistics.median(hf_s)
+  return {
+      "batch": batch, "generated_tokens": generated,
+      "ours": {"compile_s": compile_s, "first_call_s": ours_first_s, "times_s": ours_s,
+               "median_s": ours_med, "tokens_per_s": generated / ours_med},
+      "hf": {"first_call_s": hf_first_s, "times_s": hf_s, "median_s": hf_med,
+             "tokens_per_s": generated / hf_med},
+      "ratio_ours_over_hf": hf_med / ours_med,
+      "greedy_agreement": agreement(ours_tokens, hf_tokens),
+  }
+
+
+def table(rows: list[dict]) -> str:
+  lines = ["| batch | ours tok/s | HF tok/s | ratio ours/HF | greedy agreement | our compile s |",
+           "|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    a = r["greedy_agreement"]
+    lines.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
+                 f"{r['hf']['tokens_per_s']:,.0f} | {r['ratio_ours_over_hf']:.2f}x | "
+                 f"{a['token_fraction']:.1%} ({a['rows_identical']}/{a['rows']} rows) | "
+                 f"{r['ours']['compile_s']:.2f} |")
+  return "\n".join(lines)
+
+
+def environment() -> dict:
+  return {
+      "python": platform.python_version(), "platform": platform.platform(),
+      "jax": jax.__version__, "jax_backend": jax.default_backend(),
+      "jax_devices": [str(d) for d in jax.devices()], "torch": torch.__version__,
+      "transformers": transformers.__version__, "torch_num_threads": torch.get_num_threads(),
+      "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+  }
+
+
+def main(argv: list[str] | None = None) -> dict:
+  args = parse_args(argv)
+  config = bench_config(args.size)
+  weights = models.init_params(config, jax.random.key(args.seed))
+  env = environment()
+  print(f"{args.size} Qwen3: {models.count_params(config):,} params; prompt {args.prompt_len}, "
+        f"new {args.new_tokens}, repeats {args.repeats}; jax {env['jax']} "
+        f"({env['jax_backend']}), torch {env['torch']} ({env['torch_num_threads']} threads), "
+        f"transformers {env['transformers']}, {env['cpus_usable']} CPUs", flush=True)
+  compile_timer = CompileTimer()
+  rows = []
+  with tempfile.TemporaryDirectory() as directory:
+    hf_model = load_hf_model(config, weights, directory)
+    for batch in args.batch_sizes:
+      rows.append(bench_batch(batch, args, config, weights, hf_model, compile_timer))
+      print(f"  batch {batch}: ours {rows[-1]['ours']['median_s']:.3f}s, "
+            f"HF {rows[-1]['hf']['median_s']:.3f}s", flush=True)
+  print(table(rows))
+  result = {"args": {k: v for k, v in vars(args).items()}, "config": dataclasses.asdict(config),
+            "num_params": models.count_params(config), "environment": env, "results": rows}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {args.out}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
