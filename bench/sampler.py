@@ -3,7 +3,8 @@
 Both run the same random Qwen3 weights (ours from `init_params`, written with `save_hf` and
 loaded by transformers in float32), greedy, with no stop tokens, so every row generates exactly
 `--new-tokens` tokens. Each side gets a warm-up call (ours compiles in it; the compile time is
-reported separately), then the median of `--repeats` timed calls. Prints a markdown table and
+reported separately), then the median of `--repeats` timed calls, ours and HF alternating so
+that noise from a shared machine hits both alike. Prints a markdown table and
 writes every raw timing to `--out` as JSON.
 
   python bench/sampler.py --size small --batch-sizes 1,8,32 --repeats 3
@@ -127,8 +128,19 @@ def hf_fn(model, prompts: np.ndarray, new_tokens: int):
   return run
 
 
-def repeat(fn: Callable[[], np.ndarray], n: int) -> list[float]:
-  return [timed(fn)[0] for _ in range(n)]
+def interleaved(fns: list[Callable[[], np.ndarray]], n: int) -> list[list[float]]:
+  """n wall times of each fn, alternating between them so machine noise hits all alike."""
+  times = [[] for _ in fns]
+  for _ in range(n):
+    for fn, out in zip(fns, times):
+      out.append(timed(fn)[0])
+  return times
+
+
+def summary(times: list[float], generated: int) -> dict:
+  med = statistics.median(times)
+  return {"times_s": times, "median_s": med, "min_s": min(times),
+          "spread": max(times) / min(times), "tokens_per_s": generated / med}
 
 
 def agreement(ours: np.ndarray, hf: np.ndarray) -> dict:
@@ -147,16 +159,14 @@ def bench_batch(batch: int, args, config, weights, hf_model, compile_timer) -> d
   hf = hf_fn(hf_model, prompts, args.new_tokens)
   compile_s, ours_first_s, ours_tokens = compile_timer.measure(ours)
   hf_first_s, hf_tokens = timed(hf)
-  ours_s, hf_s = repeat(ours, args.repeats), repeat(hf, args.repeats)
+  ours_s, hf_s = interleaved([ours, hf], args.repeats)
   generated = batch * args.new_tokens
-  ours_med, hf_med = statistics.median(ours_s), statistics.median(hf_s)
+  ours_sum, hf_sum = summary(ours_s, generated), summary(hf_s, generated)
   return {
       "batch": batch, "generated_tokens": generated,
-      "ours": {"compile_s": compile_s, "first_call_s": ours_first_s, "times_s": ours_s,
-               "median_s": ours_med, "tokens_per_s": generated / ours_med},
-      "hf": {"first_call_s": hf_first_s, "times_s": hf_s, "median_s": hf_med,
-             "tokens_per_s": generated / hf_med},
-      "ratio_ours_over_hf": hf_med / ours_med,
+      "ours": {"compile_s": compile_s, "first_call_s": ours_first_s, **ours_sum},
+      "hf": {"first_call_s": hf_first_s, **hf_sum},
+      "ratio_ours_over_hf": hf_sum["median_s"] / ours_sum["median_s"],
       "greedy_agreement": agreement(ours_tokens, hf_tokens),
   }
 
@@ -198,8 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     hf_model = load_hf_model(config, weights, directory)
     for batch in args.batch_sizes:
       rows.append(bench_batch(batch, args, config, weights, hf_model, compile_timer))
-      print(f"  batch {batch}: ours {rows[-1]['ours']['median_s']:.3f}s, "
-            f"HF {rows[-1]['hf']['median_s']:.3f}s", flush=True)
+      ours, hf = rows[-1]["ours"], rows[-1]["hf"]
+      print(f"  batch {batch}: ours {ours['median_s']:.3f}s (max/min {ours['spread']:.2f}), "
+            f"HF {hf['median_s']:.3f}s (max/min {hf['spread']:.2f})", flush=True)
   print(table(rows))
   result = {"args": {k: v for k, v in vars(args).items()}, "config": dataclasses.asdict(config),
             "num_params": models.count_params(config), "environment": env, "results": rows}

@@ -88,6 +88,11 @@ def hidden_states(config: QwenConfig, params: Params, tokens: Int[Array, "B T"],
   return h
 
 
+def project(config: QwenConfig, params: Params, h: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
+  """Hidden states to f32 logits (tied embedding or lm_head)."""
+  return _module(config).apply({"params": params}, h, method=Qwen.project)
+
+
 def init_cache(config: QwenConfig, batch: int, length: int, dtype=None) -> KVCache:
   """An empty KV cache [L, B, S, K, H] for `length` slots (prompt + generated tokens)."""
   shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)

@@ -1,0 +1,73 @@
+"""The train state (a pytree the step donates) and its sharded initialisation."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from stepopsd_jax import models, sharding
+from stepopsd_jax.models import QwenConfig
+
+TEACHERS = ("policy", "reference", "ema")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 []
+  params: Any  # the policy
+  opt_state: Any
+  ref_params: Any = None  # frozen reference: KL anchor and/or teacher="reference"
+  ema_params: Any = None  # teacher="ema"
+
+
+def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.0,
+                   grad_clip: float = 1.0, b1: float = 0.9, b2: float = 0.999
+                   ) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping and a linear warm-up to a constant rate."""
+  del total_steps  # constant after warm-up, as in verl's default actor schedule
+  schedule = optax.linear_schedule(0.0, lr, max(warmup_steps, 1)) if warmup_steps else lr
+  return optax.chain(optax.clip_by_global_norm(grad_clip),
+                     optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+
+
+def _init(params, tx, keep_reference: bool, keep_ema: bool) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    ref_params=params if keep_reference else None,
+                    ema_params=params if keep_ema else None)
+
+
+def state_shardings(model_config: QwenConfig, tx, mesh, keep_reference: bool, keep_ema: bool):
+  """NamedShardings of every TrainState leaf: params by the logical rules, Adam moments alike."""
+  param_shapes = models.param_shapes(model_config)
+  params = sharding.tree_shardings(models.param_logical_axes(model_config), param_shapes, mesh)
+  opt_shapes = jax.eval_shape(tx.init, param_shapes)
+  opt = optax.tree_map_params(tx, lambda _, s: s, opt_shapes, params,
+                              transform_non_params=lambda _: sharding.replicated(mesh))
+  return TrainState(step=sharding.replicated(mesh), params=params, opt_state=opt,
+                    ref_params=params if keep_reference else None,
+                    ema_params=params if keep_ema else None)
+
+
+def create_state(model_config: QwenConfig, params, tx, mesh, *, keep_reference: bool = False,
+                 keep_ema: bool = False) -> TrainState:
+  """Places `params` (host or device arrays) and a fresh optimizer state onto the mesh."""
+  shardings = state_shardings(model_config, tx, mesh, keep_reference, keep_ema)
+  params = jax.device_put(params, shardings.params)
+  init = jax.jit(functools.partial(_init, tx=tx, keep_reference=keep_reference,
+                                   keep_ema=keep_ema), out_shardings=shardings)
+  return init(params)
+
+
+def init_state(model_config: QwenConfig, rng, tx, mesh, **kw) -> TrainState:
+  """Random parameters initialised directly into their shardings (no host copy)."""
+  shardings = state_shardings(model_config, tx, mesh, kw.get("keep_reference", False),
+                              kw.get("keep_ema", False))
+  params = jax.jit(functools.partial(models.init_params, model_config),
+                   out_shardings=shardings.params)(rng)
+  return create_state(model_config, params, tx, mesh, **kw)
