@@ -7,6 +7,10 @@ reported separately), then the median of `--repeats` timed calls, ours and HF al
 that noise from a shared machine hits both alike. Prints a markdown table and
 writes every raw timing to `--out` as JSON.
 
+torch keeps its default thread count unless `--torch-threads` is given. On a small shared VM
+(2 vCPUs) HF `generate` with 2 OpenMP threads was intermittently 8-15x slower than with 1, even
+with JAX absent from the process; `--torch-threads 1` gives a stable HF baseline there.
+
   python bench/sampler.py --size small --batch-sizes 1,8,32 --repeats 3
 """
 
@@ -49,12 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row (no padding)")
   p.add_argument("--new-tokens", type=int, default=64, help="generated tokens per row")
   p.add_argument("--repeats", type=int, default=3, help="timed calls per side (median is used)")
+  p.add_argument("--torch-threads", type=int, default=0,
+                 help="torch.set_num_threads for HF; 0 leaves torch's default")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="bench/results/sampler.json", help="JSON results path")
   args = p.parse_args(argv)
   args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
   if min(args.batch_sizes) < 1 or args.prompt_len < 1 or args.new_tokens < 1 or args.repeats < 1:
     p.error("batch sizes, --prompt-len, --new-tokens and --repeats must be >= 1")
+  if args.torch_threads < 0:
+    p.error("--torch-threads must be >= 0")
   return args
 
 
@@ -195,6 +203,8 @@ def environment() -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
   args = parse_args(argv)
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
   config = bench_config(args.size)
   weights = models.init_params(config, jax.random.key(args.seed))
   env = environment()

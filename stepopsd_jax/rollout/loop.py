@@ -72,8 +72,16 @@ def anchor_hash(observation: str) -> int:
   return zlib.crc32(observation.encode("utf-8", "replace")) & 0x7FFFFFFF
 
 
-def _render(tokenizer, user_text: str, cfg: prompts.PromptConfig) -> list[int]:
-  return list(tokenizer.apply_chat_template(prompts.messages(user_text, cfg),
+def user_text(description: str, history: Sequence[tuple[str, str]],
+              result: envs_lib.StepResult, cfg: prompts.PromptConfig) -> str:
+  """The student's user message for the step that starts at `result`."""
+  return prompts.step_text(description, history, result.observation, len(history),
+                           result.info.get("admissible_actions"), cfg)
+
+
+def render(tokenizer, text: str, cfg: prompts.PromptConfig) -> list[int]:
+  """Chat-template token ids of one user message, ending in the assistant's generation prompt."""
+  return list(tokenizer.apply_chat_template(prompts.messages(text, cfg),
                                             add_generation_prompt=True))
 
 
@@ -106,9 +114,9 @@ def collect(sampler: Sampler, weights: Any, tokenizer, env_name: str,
     t0 = time.perf_counter()
     stepped = env.step(_scatter(actions, active, n))
     counters.seconds["env"] += time.perf_counter() - t0
-    for i, res in zip(active, (stepped[i] for i in active)):
-      _record_step(trajs[i], res, cfg)
-      results[i] = res
+    for i in active:
+      _record_step(trajs[i], stepped[i], counters)
+      results[i] = stepped[i] if stepped[i] is not None else results[i]
     turn += 1
   counters.seconds["env"] += env.env_reset_seconds
   counters.values["env_errors"] += env.num_env_errors
@@ -130,10 +138,8 @@ def _turn(sampler, weights, tokenizer, trajs, results, rng, cfg, counters) -> li
   """Prompts, samples and parses one turn of the active trajectories; returns their actions."""
   t0 = time.perf_counter()
   texts = vocab_texts(tokenizer, sampler.config.vocab_size)
-  user_texts = [prompts.step_text(t.description, t.history, r.observation,
-                                  len(t.rows), r.info.get("admissible_actions"), cfg.prompt)
-                for t, r in zip(trajs, results)]
-  prompt_ids = [_render(tokenizer, u, cfg.prompt) for u in user_texts]
+  user_texts = [user_text(t.description, t.history, r, cfg.prompt) for t, r in zip(trajs, results)]
+  prompt_ids = [render(tokenizer, u, cfg.prompt) for u in user_texts]
   counters.seconds["prompt"] += time.perf_counter() - t0
   t0 = time.perf_counter()
   out = sampler.generate(weights, prompt_ids, rng)
@@ -163,9 +169,11 @@ def _turn(sampler, weights, tokenizer, trajs, results, rng, cfg, counters) -> li
   return actions
 
 
-def _record_step(traj: Trajectory, result: envs_lib.StepResult | None, cfg) -> None:
+def _record_step(traj: Trajectory, result: envs_lib.StepResult | None, counters) -> None:
   if result is None:
     return
+  if not result.info.get("valid_action", True):  # parsed, but the env did not accept it
+    counters.values["env_invalid_actions"] += 1
   traj.rows[-1].step_reward += float(result.reward)
   if result.done:
     traj.won = bool(result.info.get("won", False))
@@ -182,10 +190,10 @@ def _finish(trajs: list[Trajectory], tokenizer, cfg: RolloutConfig) -> list[Step
     demo = _demo_actions(trajs, by_group[traj.group_id], i) if cfg.hindsight_sibling else None
     block = prompts.hindsight_block(traj.won, traj.ret, demo,
                                     traj.task.reference if cfg.hindsight_reference else None)
-    for row, user_text in zip(traj.rows, traj.user_texts):
+    for row, text in zip(traj.rows, traj.user_texts):
       row.traj_id, row.traj_return, row.traj_success = i, traj.ret, traj.won
       if block is not None:
-        row.teacher_prompt = _render(tokenizer, user_text + "\n\n" + block, cfg.prompt)
+        row.teacher_prompt = render(tokenizer, text + "\n\n" + block, cfg.prompt)
       rows.append(row)
   return rows
 
@@ -209,9 +217,11 @@ def _metrics(trajs: list[Trajectory], counters: _Counters, turns: int) -> dict[s
   for subset in sorted({t.task.subset for t in trajs}):
     members = [t for t in trajs if t.task.subset == subset]
     out[f"success/{subset}"] = sum(t.won for t in members) / len(members)
-  for key in ("invalid_actions", "truncated_prompts", "env_errors", "generated_tokens"):
+  for key in ("invalid_actions", "env_invalid_actions", "truncated_prompts", "env_errors",
+              "generated_tokens"):
     out[key] = 0.0
   out.update({k: float(v) for k, v in counters.values.items()})
   out["invalid_action_rate"] = counters.values["invalid_actions"] / max(out["num_steps"], 1)
+  out["env_invalid_rate"] = counters.values["env_invalid_actions"] / max(out["num_steps"], 1)
   out.update({f"time/{k}_s": v for k, v in counters.seconds.items()})
   return out

@@ -2,7 +2,7 @@
 
 from stepopsd_jax.train.state import (
     TEACHERS, TrainState, create_state, init_state, make_optimizer, state_shardings)
-from stepopsd_jax.train.step import ESTIMATORS, StepConfig, jit_train_step, train_step
+from stepopsd_jax.train.step import ESTIMATORS, StepConfig, batch_ndims, jit_train_step, train_step
 
 __all__ = ["ESTIMATORS", "TEACHERS", "StepConfig", "TrainState", "create_state", "init_state",
-           "jit_train_step", "make_optimizer", "state_shardings", "train_step"]
+           "batch_ndims", "jit_train_step", "make_optimizer", "state_shardings", "train_step"]

@@ -26,6 +26,7 @@ class TrainState:
   ema_params: Any = None  # teacher="ema"
 
 
+@functools.lru_cache(maxsize=16)
 def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.0,
                    grad_clip: float = 1.0, b1: float = 0.9, b2: float = 0.999
                    ) -> optax.GradientTransformation:
@@ -42,6 +43,7 @@ def _init(params, tx, keep_reference: bool, keep_ema: bool) -> TrainState:
                     ema_params=params if keep_ema else None)
 
 
+@functools.lru_cache(maxsize=32)
 def state_shardings(model_config: QwenConfig, tx, mesh, keep_reference: bool, keep_ema: bool):
   """NamedShardings of every TrainState leaf: params by the logical rules, Adam moments alike."""
   param_shapes = models.param_shapes(model_config)
@@ -54,20 +56,42 @@ def state_shardings(model_config: QwenConfig, tx, mesh, keep_reference: bool, ke
                     ema_params=params if keep_ema else None)
 
 
+@functools.lru_cache(maxsize=32)
+def _jitted_init(model_config: QwenConfig, tx, mesh, keep_reference: bool, keep_ema: bool):
+  shardings = state_shardings(model_config, tx, mesh, keep_reference, keep_ema)
+  init = functools.partial(_init, tx=tx, keep_reference=keep_reference, keep_ema=keep_ema)
+  return jax.jit(init, out_shardings=shardings)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_random_params(model_config: QwenConfig, mesh):
+  shardings = sharding.tree_shardings(models.param_logical_axes(model_config),
+                                      models.param_shapes(model_config), mesh)
+  return jax.jit(functools.partial(models.init_params, model_config), out_shardings=shardings)
+
+
 def create_state(model_config: QwenConfig, params, tx, mesh, *, keep_reference: bool = False,
                  keep_ema: bool = False) -> TrainState:
   """Places `params` (host or device arrays) and a fresh optimizer state onto the mesh."""
   shardings = state_shardings(model_config, tx, mesh, keep_reference, keep_ema)
   params = jax.device_put(params, shardings.params)
-  init = jax.jit(functools.partial(_init, tx=tx, keep_reference=keep_reference,
-                                   keep_ema=keep_ema), out_shardings=shardings)
-  return init(params)
+  return _jitted_init(model_config, tx, mesh, keep_reference, keep_ema)(params)
 
 
-def init_state(model_config: QwenConfig, rng, tx, mesh, **kw) -> TrainState:
+def init_state(model_config: QwenConfig, rng, tx, mesh, *, keep_reference: bool = False,
+               keep_ema: bool = False) -> TrainState:
   """Random parameters initialised directly into their shardings (no host copy)."""
-  shardings = state_shardings(model_config, tx, mesh, kw.get("keep_reference", False),
-                              kw.get("keep_ema", False))
-  params = jax.jit(functools.partial(models.init_params, model_config),
-                   out_shardings=shardings.params)(rng)
-  return create_state(model_config, params, tx, mesh, **kw)
+  params = _jitted_random_params(model_config, mesh)(rng)
+  return create_state(model_config, params, tx, mesh, keep_reference=keep_reference,
+                      keep_ema=keep_ema)
+
+
+def abstract_state(model_config: QwenConfig, tx, mesh, *, keep_reference: bool = False,
+                   keep_ema: bool = False) -> TrainState:
+  """ShapeDtypeStructs with shardings of a TrainState: the target of a checkpoint restore."""
+  shardings = state_shardings(model_config, tx, mesh, keep_reference, keep_ema)
+  shapes = jax.eval_shape(functools.partial(_init, tx=tx, keep_reference=keep_reference,
+                                            keep_ema=keep_ema),
+                          models.param_shapes(model_config))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)

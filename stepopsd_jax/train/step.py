@@ -20,12 +20,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from stepopsd_jax import algorithms, models, sharding
 from stepopsd_jax.algorithms import losses
 from stepopsd_jax.models import QwenConfig
-from stepopsd_jax.train.state import TEACHERS, TrainState
+from stepopsd_jax.train.state import TEACHERS, TrainState, state_shardings
 
 ESTIMATORS = ("grpo", "stepopsd")
 
@@ -223,11 +224,19 @@ def _shaping_metrics(shaping, batch):
   return out
 
 
-def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, state_shardings,
-                   batch_shapes: dict):
-  """`train_step` compiled with explicit shardings over `mesh`; the state is donated."""
-  batch_shardings = {k: sharding.batch_sharding(mesh, len(v.shape))
-                     for k, v in batch_shapes.items()}
+@functools.lru_cache(maxsize=16)
+def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, batch_ndims: tuple):
+  """`train_step` compiled with explicit shardings over `mesh`; the state is donated.
+
+  `batch_ndims`: ((field, ndim), ...) of the StepBatch arrays (rows shard over data x fsdp).
+  Cached, so every run in a process with the same setup shares one compiled step.
+  """
+  shardings = state_shardings(config, tx, mesh, cfg.keep_reference, cfg.keep_ema)
+  batch_shardings = {k: sharding.batch_sharding(mesh, ndim) for k, ndim in batch_ndims}
   fn = functools.partial(train_step, config=config, cfg=cfg, tx=tx)
-  return jax.jit(fn, in_shardings=(state_shardings, batch_shardings, sharding.replicated(mesh)),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return jax.jit(fn, in_shardings=(shardings, batch_shardings, sharding.replicated(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def batch_ndims(arrays: dict) -> tuple:
+  return tuple(sorted((k, np.ndim(v)) for k, v in arrays.items()))

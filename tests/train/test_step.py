@@ -10,7 +10,7 @@ from stepopsd_jax import models, sharding, train
 from stepopsd_jax.train.step import response_logprobs
 from tests.train.batches import random_step_batch
 
-CONFIG = models.get_preset("qwen3_tiny")
+CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)  # compiles faster
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +29,8 @@ TX = train.make_optimizer(1e-3, 0, 10)
 @functools.lru_cache(maxsize=None)
 def _compiled(cfg, mesh_shape):
   mesh = sharding.make_mesh(*mesh_shape, devices=jax.devices()[:int(np.prod(mesh_shape))])
-  shardings = train.state_shardings(CONFIG, TX, mesh, cfg.keep_reference, cfg.keep_ema)
-  shapes = random_step_batch(CONFIG.vocab_size, rows=8)
-  return mesh, train.jit_train_step(CONFIG, cfg, TX, mesh, shardings, shapes)
+  ndims = train.batch_ndims(random_step_batch(CONFIG.vocab_size, rows=8))
+  return mesh, train.jit_train_step(CONFIG, cfg, TX, mesh, ndims)
 
 
 def _run(batch, cfg, steps=3, mesh_shape=(1, 1, 1)):
@@ -61,8 +60,7 @@ def test_lambda_zero_reproduces_grpo_parameters(batch):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("estimator,budget", [("grpo", "trajectory"), ("stepopsd", "trajectory"),
-                                              ("stepopsd", "step")])
+@pytest.mark.parametrize("estimator,budget", [("grpo", "trajectory"), ("stepopsd", "trajectory")])
 def test_micro_batches_give_the_full_batch_update(batch, estimator, budget):
   cfg = train.StepConfig(estimator=estimator, lambda_mix=0.7, credit_budget=budget)
   one, h1 = _run(batch, cfg, steps=2)

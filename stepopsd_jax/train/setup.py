@@ -1,0 +1,116 @@
+"""Everything a run builds from its config before the loop: tokenizer, model, mesh, samplers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import jax
+import ml_collections
+
+from stepopsd_jax import envs, models, sampling, sharding, text
+from stepopsd_jax.rollout import loop, prompts
+from stepopsd_jax.train import sft
+from stepopsd_jax.train.config import validate
+from stepopsd_jax.train.state import make_optimizer
+from stepopsd_jax.train.step import StepConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Setup:
+  config: ml_collections.ConfigDict
+  model_config: models.QwenConfig
+  tokenizer: text.Tokenizer
+  mesh: jax.sharding.Mesh
+  tx: object
+  step_cfg: StepConfig
+  rollout_cfg: loop.RolloutConfig
+  eval_cfg: loop.RolloutConfig
+  sampler: sampling.Sampler
+  eval_sampler: sampling.Sampler
+  train_tasks: list
+  eval_tasks: list
+
+
+def step_config(config) -> StepConfig:
+  return StepConfig(**{k: config.algo[k] for k in config.algo.keys()})
+
+
+def prompt_config(config) -> prompts.PromptConfig:
+  return prompts.PromptConfig(history_window=config.rollout.history_window,
+                              system_prompt=config.rollout.system_prompt or None)
+
+
+def make_tokenizer(config, train_tasks) -> text.Tokenizer:
+  """The configured tokenizer, or a SentencePiece one trained on random-policy episode texts."""
+  if config.tokenizer.path:
+    return text.load_tokenizer(config.tokenizer.path)
+  cfg = prompt_config(config)
+  pairs = sft.random_policy_texts(config.env.name, train_tasks[:256], cfg, seed=config.seed)
+  corpus = [text.render_chat_template(text.QWEN2P5_CHAT_TEMPLATE, prompts.messages(user, cfg),
+                                      add_generation_prompt=True) + response
+            for user, response in pairs]
+  # Whole words: a colour is the same token in the clue, the door list and the action.
+  return text.train_sentencepiece(corpus, vocab_size=config.tokenizer.train_vocab_size)
+
+
+def initial_params(config, tokenizer, rng):
+  """(model config, params): a HF checkpoint if `model.path`, else a random preset."""
+  m = config.model
+  if m.path:
+    model_config, params = models.load_hf(m.path, dtype=m.dtype)
+    model_config = model_config.replace(remat_policy=m.remat_policy)
+  else:
+    vocab = -(-tokenizer.vocab_size // 64) * 64  # padded like Qwen's embedding
+    model_config = models.get_preset(m.preset, vocab_size=vocab, param_dtype=m.dtype,
+                                     dtype=m.dtype, remat_policy=m.remat_policy)
+    params = models.init_params(model_config, rng)
+  if model_config.vocab_size < tokenizer.vocab_size:
+    raise ValueError(f"model vocab {model_config.vocab_size} < tokenizer vocab "
+                     f"{tokenizer.vocab_size}: the tokenizer at tokenizer.path does not belong to "
+                     "this model.")
+  return model_config, params
+
+
+def make_sampler(config, model_config, tokenizer, *, greedy: bool) -> sampling.Sampler:
+  r = config.rollout
+  params = sampling.SamplingParams(
+      max_new_tokens=r.max_new_tokens, temperature=0.0 if greedy else r.temperature,
+      top_p=r.top_p, top_k=r.top_k, stop_token_ids=(tokenizer.eos_token_id,),
+      stop_strings=("</action>",))
+  return sampling.Sampler(
+      model_config, params, pad_id=tokenizer.pad_token_id,
+      token_texts=loop.vocab_texts(tokenizer, model_config.vocab_size),
+      buckets=sampling.Buckets(batch=tuple(r.batch_buckets), prompt=tuple(r.prompt_buckets)))
+
+
+def rollout_config(config, *, evaluation: bool) -> loop.RolloutConfig:
+  r = config.rollout
+  return loop.RolloutConfig(
+      group_size=1 if evaluation else r.group_size, control_mode=r.control_mode,
+      invalid_penalty=r.invalid_penalty, hindsight_sibling=r.hindsight_sibling and not evaluation,
+      hindsight_reference=r.hindsight_reference and not evaluation, prompt=prompt_config(config))
+
+
+def build(config, rng) -> tuple[Setup, object]:
+  """Validates the config and builds the run; returns the setup and the initial params."""
+  validate(config, jax.device_count())
+  e = config.env
+  train_tasks = envs.make_tasks(e.name, "train", e.num_train_tasks, seed=config.seed, **e.kwargs)
+  eval_tasks = envs.make_tasks(e.name, "eval", e.num_eval_tasks, seed=config.seed, **e.kwargs)
+  tokenizer = make_tokenizer(config, train_tasks)
+  model_config, params = initial_params(config, tokenizer, rng)
+  o = config.optim
+  tx = make_optimizer(o.lr, o.warmup_steps, config.train.num_steps, o.weight_decay, o.grad_clip,
+                      o.b1, o.b2)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  setup = Setup(
+      config=config, model_config=model_config, tokenizer=tokenizer, mesh=mesh, tx=tx,
+      step_cfg=step_config(config), rollout_cfg=rollout_config(config, evaluation=False),
+      eval_cfg=rollout_config(config, evaluation=True),
+      sampler=make_sampler(config, model_config, tokenizer, greedy=False),
+      eval_sampler=make_sampler(config, model_config, tokenizer, greedy=True),
+      train_tasks=train_tasks, eval_tasks=eval_tasks)
+  return setup, params

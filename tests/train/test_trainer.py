@@ -1,0 +1,68 @@
+"""The trainer end to end on a tiny config: resume equals an uninterrupted run; CLI errors."""
+
+import json
+
+import pytest
+
+from stepopsd_jax.train import __main__ as cli
+from stepopsd_jax.train import config as config_lib
+from stepopsd_jax.train import trainer
+
+TINY = {
+    "env.kwargs.horizon": "2", "env.kwargs.num_choices": "2", "env.kwargs.critical_step": "1",
+    "env.num_train_tasks": "16", "env.num_eval_tasks": "4", "rollout.batch_size": "8",
+    "rollout.group_size": "4", "rollout.max_new_tokens": "8", "train.sft_steps": "2",
+    "train.sft_batch_size": "8", "train.eval_every": "100", "train.checkpoint_every": "2",
+    "tokenizer.train_vocab_size": "600",
+}
+
+
+def _config(**overrides):
+  config = config_lib.load_config("configs/default.py")
+  config_lib.apply_overrides(config, {**TINY, **overrides})
+  return config
+
+
+def _train_lines(workdir):
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [l for l in lines if any(k.startswith(("rollout/", "train/")) for k in l)]
+
+
+def _comparable(line):
+  return {k: v for k, v in line.items() if not k.startswith("rollout/time/")}
+
+
+def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path):
+  straight, split = tmp_path / "straight", tmp_path / "split"
+  trainer.run(_config(**{"train.num_steps": "4"}), str(straight))
+  trainer.run(_config(**{"train.num_steps": "2"}), str(split))
+  trainer.run(_config(**{"train.num_steps": "4"}), str(split))
+  a, b = _train_lines(straight), _train_lines(split)
+  assert [l["step"] for l in a] == [l["step"] for l in b] == [1, 1, 2, 2, 3, 3, 4, 4]
+  for x, y in zip(a, b):
+    assert _comparable(x) == _comparable(y)
+  assert (split / "plots" / "learning_curve.png").exists()
+  evals = json.loads((split / "eval.json").read_text())
+  assert evals[0]["step"] == 0 and evals[-1]["step"] == 4
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.algo.alpha_clip=1.5", "algo.alpha_clip=1.5 must be in (0, 1)"),
+    ("--config.algo.lambda_mix=-0.1", "algo.lambda_mix=-0.1 must be in [0, 1]"),
+    ("--config.algo.alpha=0.1", "unknown config key 'algo.alpha'"),
+    ("--config.rollout.batch_size=30", "not divisible by rollout.group_size"),
+    ("--config.mesh.data=3", "needs 3 devices but 8 are available"),
+    ("--config.algo.estimator=ppo2", "algo.estimator='ppo2'"),
+])
+def test_config_errors_are_one_line_naming_the_key(flag, message, tmp_path, capsys):
+  assert cli.main(["--config=configs/default.py", f"--workdir={tmp_path}", flag]) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and len(err.splitlines()) == 1
+  assert not (tmp_path / "checkpoints").exists()  # nothing ran
+
+
+def test_config_arg_and_runlocal():
+  config = config_lib.load_config("configs/default.py:estimator=grpo,runlocal")
+  assert config.algo.estimator == "grpo" and config.train.num_steps == 4
+  with pytest.raises(ValueError, match="Unknown config arg"):
+    config_lib.load_config("configs/default.py:nonsense=1")
