@@ -193,7 +193,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: QwenCo
   ema = state.ema_params
   if ema is not None:
     ema = optax.incremental_update(params, ema, 1.0 - cfg.ema_decay)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms,
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms,
              **_adv_metrics(adv, batch), **_shaping_metrics(shaping, batch)}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                        ema_params=ema), metrics

@@ -214,3 +214,16 @@ def test_env_misuse_raises_clearly():
   assert results[-1].info["admissible_actions"] == []
   with pytest.raises(RuntimeError, match="over"):
     env.step("open red door")
+
+
+def test_num_colours_limits_the_palette():
+  tasks = make_tasks("credit_lab/critical_step", "train", 50, seed=3, horizon=2, num_choices=3,
+                     num_colours=3)
+  env = CreditLabEnv(seed=0)
+  colours = set()
+  for task in tasks:
+    result = env.reset(task)
+    colours.update(a.split()[1] for a in result.info["admissible_actions"])
+  assert len(colours) == 3
+  with pytest.raises(ValueError, match="num_colours"):
+    make_tasks("credit_lab/critical_step", "train", 1, num_choices=4, num_colours=3)

@@ -35,6 +35,8 @@ class CreditLabConfig:
   clue_mode: str = "task"  # "task": clue in the task text; "first_observation": shown once
   reward_noise: float = 0.0  # std of Gaussian noise added to the final reward
   coin_p: float = 0.5  # success probability of the null_causal coin
+  num_colours: int = 0  # palette the doors are drawn from (0: all); = num_choices makes every
+  # task use the same doors, so a from-scratch policy needs no copying to act validly
 
   def __post_init__(self):
     _check_choice("variant", self.variant, VARIANTS)
@@ -43,6 +45,9 @@ class CreditLabConfig:
       raise ValueError(f"horizon={self.horizon} must be at least 1.")
     if not 2 <= self.num_choices <= len(COLOURS):
       raise ValueError(f"num_choices={self.num_choices} must be in [2, {len(COLOURS)}].")
+    if self.num_colours and not self.num_choices <= self.num_colours <= len(COLOURS):
+      raise ValueError(f"num_colours={self.num_colours} must be 0 (all) or in "
+                       f"[num_choices={self.num_choices}, {len(COLOURS)}].")
     if not 1 <= self.critical_step <= self.horizon:
       raise ValueError(f"critical_step={self.critical_step} is 1-based: it must be in "
                        f"[1, horizon={self.horizon}].")
@@ -83,7 +88,8 @@ class Layout:
   @functools.lru_cache(maxsize=4096)  # the G rollouts of a group reset with the same task
   def from_seed(cls, config: CreditLabConfig, seed: int) -> "Layout":
     rng = np.random.default_rng(seed)
-    colours = [COLOURS[i] for i in rng.permutation(len(COLOURS))[:config.num_choices]]
+    palette = COLOURS[:config.num_colours or len(COLOURS)]
+    colours = [palette[i] for i in rng.permutation(len(palette))[:config.num_choices]]
     treasure = colours[rng.integers(config.num_choices)]
     doors = tuple(tuple(colours[j] for j in rng.permutation(config.num_choices))
                   for _ in range(config.horizon))

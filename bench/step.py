@@ -1,0 +1,106 @@
+"""Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
+
+    python bench/step.py [--size small|medium] [--rows 32] [--prompt 256] [--response 64]
+
+Prints a table and writes JSON (default bench/results/step.json): step time of each estimator
+(median of --repeats after a compile), their ratio, the step's FLOPs from XLA's cost analysis,
+its achieved FLOP/s, and the machine's own matmul FLOP/s (`jnp.dot` of large f32 matrices)
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from stepopsd_jax import models, sharding, train  # noqa: E402
+from tests.train.batches import random_step_batch  # noqa: E402
+
+SIZES = {
+    "small": dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=4,
+                  num_heads=8, num_kv_heads=4, head_dim=32),
+    "medium": dict(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_layers=4,
+                   num_heads=8, num_kv_heads=4, head_dim=64),
+}
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def time_step(config, estimator: str, batch: dict, repeats: int) -> dict:
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  tx = train.make_optimizer(1e-5, 0, 100)
+  cfg = train.StepConfig(estimator=estimator)
+  state = train.init_state(config, jax.random.key(0), tx, mesh)
+  step = train.jit_train_step(config, cfg, tx, mesh, train.batch_ndims(batch))
+  t = time.perf_counter()
+  compiled = step.lower(state, batch, jax.random.key(0)).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  state, metrics = compiled(state, batch, jax.random.key(0))
+  jax.block_until_ready(metrics)
+  times = []
+  for i in range(repeats):
+    t = time.perf_counter()
+    state, metrics = compiled(state, batch, jax.random.key(i))
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+  return {"estimator": estimator, "compile_s": compile_s, "step_s": statistics.median(times),
+          "times_s": times, "flops": float(cost.get("flops", float("nan")))}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--size", choices=sorted(SIZES), default="small")
+  parser.add_argument("--rows", type=int, default=32)
+  parser.add_argument("--prompt", type=int, default=256)
+  parser.add_argument("--response", type=int, default=64)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                    "step.json"))
+  args = parser.parse_args(argv)
+  config = models.get_preset("qwen3_tiny", **SIZES[args.size])
+  batch = random_step_batch(config.vocab_size, rows=args.rows, prompt=args.prompt,
+                            teacher=args.prompt + 32, response=args.response)
+  peak = matmul_flops_per_s()
+  results = [time_step(config, e, batch, args.repeats) for e in ("grpo", "stepopsd")]
+  grpo, opsd = results
+  print(f"| estimator | step s | compile s | GFLOP | GFLOP/s | % of matmul ({peak / 1e9:.1f} "
+        "GFLOP/s) |\n|---|---:|---:|---:|---:|---:|")
+  for r in results:
+    r["flops_per_s"] = r["flops"] / r["step_s"]
+    print(f"| {r['estimator']} | {r['step_s']:.3f} | {r['compile_s']:.1f} | "
+          f"{r['flops'] / 1e9:.1f} | {r['flops_per_s'] / 1e9:.1f} | "
+          f"{100 * r['flops_per_s'] / peak:.0f}% |")
+  ratio = opsd["step_s"] / grpo["step_s"]
+  print(f"\nStepOPSD / GRPO step time: {ratio:.2f}x (goal <= 1.35x)")
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump({"config": SIZES[args.size], "args": vars(args), "matmul_flops_per_s": peak,
+               "stepopsd_over_grpo": ratio, "results": results,
+               "versions": {"jax": jax.__version__, "python": platform.python_version()},
+               "cpu_count": os.cpu_count(), "device": str(jax.devices()[0])}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
