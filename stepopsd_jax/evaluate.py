@@ -15,8 +15,7 @@ import sys
 import jax
 
 from stepopsd_jax.train import checkpoint as ckpt_lib
-from stepopsd_jax.train import config as config_lib
-from stepopsd_jax.train.__main__ import parse_args
+from stepopsd_jax.train.__main__ import config_from_cli
 from stepopsd_jax.train.metrics import markdown_table
 from stepopsd_jax.train.setup import build
 from stepopsd_jax.train.state import abstract_state
@@ -33,13 +32,8 @@ def subset_rows(table: dict[str, float]) -> dict[str, dict[str, float]]:
 
 
 def main(argv=None) -> int:
-  args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    config = config_lib.load_config(args.config)
-    config_lib.apply_overrides(config, overrides)
-    config_lib.validate(config, jax.device_count())
-  except config_lib.ConfigError as e:
-    print(f"config error: {e}", file=sys.stderr)
+  args, config = config_from_cli(sys.argv[1:] if argv is None else argv)
+  if config is None:
     return 2
   base_rng = jax.random.key(config.seed)
   setup, _ = build(config, jax.random.fold_in(base_rng, _INIT))

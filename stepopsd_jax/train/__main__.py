@@ -29,18 +29,26 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
   return args, overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-  logging.getLogger("stepopsd_jax").setLevel(logging.INFO)
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
-  jax.config.update("jax_threefry_partitionable", True)
-  args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+def config_from_cli(argv: list[str]):
+  """(args, validated config), or (args, None) after printing the one-line config error."""
+  args, overrides = parse_args(argv)
   try:
     config = config_lib.load_config(args.config)
     config_lib.apply_overrides(config, overrides)
     config_lib.validate(config, jax.device_count())
   except config_lib.ConfigError as e:
     print(f"config error: {e}", file=sys.stderr)
+    return args, None
+  return args, config
+
+
+def main(argv: list[str] | None = None) -> int:
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+  logging.getLogger("stepopsd_jax").setLevel(logging.INFO)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  jax.config.update("jax_threefry_partitionable", True)
+  args, config = config_from_cli(sys.argv[1:] if argv is None else argv)
+  if config is None:
     return 2
   from stepopsd_jax.train import trainer  # after validation: nothing compiles on a bad config
   final = trainer.run(config, args.workdir)
