@@ -94,8 +94,8 @@ def project(config: QwenConfig, params: Params, h: Float[Array, "B T D"]) -> Flo
 
 
 def init_cache(config: QwenConfig, batch: int, length: int, dtype=None) -> KVCache:
-  """An empty KV cache [L, B, S, K, H] for `length` slots (prompt + generated tokens)."""
-  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  """An empty KV cache [L, B, K, S, H] for `length` slots (prompt + generated tokens)."""
+  shape = (config.num_layers, batch, config.num_kv_heads, length, config.head_dim)
   dtype = dtype or config.jnp_dtype
   return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
