@@ -126,7 +126,7 @@ def _loss(params, mb, extra, config: QwenConfig, cfg: StepConfig, totals):
   if cfg.kl_coef > 0:
     terms["kl_ref"] = agg(losses.kl_terms(logp, extra["ref_logp"], cfg.kl_estimator))
     loss = loss + cfg.kl_coef * terms["kl_ref"]
-  return loss, (terms, {k: extra[k] for k in ("delta", "weights") if k in extra}, adv)
+  return loss, (terms, _shaping(extra), adv)
 
 
 def _prepare(state: TrainState, batch: dict, config: QwenConfig, cfg: StepConfig) -> dict:
@@ -160,23 +160,19 @@ def _grads(state, batch, extra, config, cfg, totals):
   if n == 1:
     (loss, aux), grads = grad_fn(state.params, batch, extra, config, cfg, totals)
     return loss, grads, aux
-  row_extra = {k: v for k, v in extra.items() if k not in ("adv_rows",)}
 
   def body(carry, xs):
-    mb, mb_extra = xs
-    (loss, aux), g = grad_fn(state.params, mb, {**mb_extra, "adv_rows": None}, config, cfg,
-                             totals)
+    (loss, aux), g = grad_fn(state.params, *xs, config, cfg, totals)
     return jax.tree.map(jnp.add, carry, (loss, g)), aux
 
   zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
-  (loss, grads), aux = jax.lax.scan(body, zeros, (_split(batch, n), _split(row_extra, n)))
-  terms, shaping, adv = aux
-  join = lambda x: x.reshape((-1,) + x.shape[2:])
-  return loss, grads, (jax.tree.map(jnp.sum, terms), _extra_shaping(extra),
-                       join(adv))
+  (loss, grads), (terms, shaping, adv) = jax.lax.scan(body, zeros,
+                                                      (_split(batch, n), _split(extra, n)))
+  join = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+  return loss, grads, (jax.tree.map(jnp.sum, terms), join(shaping), join(adv))
 
 
-def _extra_shaping(extra):
+def _shaping(extra: dict) -> dict:
   return {k: extra[k] for k in ("delta", "weights") if k in extra}
 
 
