@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.rollout import parse, prompts

@@ -13,7 +13,6 @@ import time
 
 import grain
 import jax
-import numpy as np
 import tqdm
 
 from stepopsd_jax.rollout import loop

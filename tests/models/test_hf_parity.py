@@ -4,7 +4,6 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import torch
 import transformers
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepopsd_jax import envs, sampling
-from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop
+from stepopsd_jax.rollout import RolloutConfig, collect, demo
 from tests.rollout.conftest import ENV, ScriptedSampler, random_policy
 
 
