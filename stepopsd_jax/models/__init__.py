@@ -4,13 +4,13 @@ from stepopsd_jax.models.api import (
     causal_mask, count_params, default_positions, forward_with_cache, hidden_states, init_cache,
     init_params, logits, param_logical_axes, param_shapes, project)
 from stepopsd_jax.models.config import (
-    PRESETS, QwenConfig, from_hf_config, get_preset, to_hf_config)
+    PRESETS, QwenConfig, from_hf_config, get_preset, padded_vocab, to_hf_config)
 from stepopsd_jax.models.hf_io import load_hf, save_hf
 
 
 __all__ = [
     "PRESETS", "QwenConfig", "causal_mask", "count_params", "default_positions",
     "forward_with_cache", "from_hf_config", "get_preset", "hidden_states", "init_cache",
-    "init_params", "load_hf", "logits", "param_logical_axes", "param_shapes", "project", "save_hf",
+    "init_params", "load_hf", "logits", "padded_vocab", "param_logical_axes", "param_shapes", "project", "save_hf",
     "to_hf_config",
 ]

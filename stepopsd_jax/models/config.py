@@ -116,6 +116,11 @@ PRESETS: dict[str, QwenConfig] = {
 }
 
 
+def padded_vocab(tokenizer_vocab: int, multiple: int = 64) -> int:
+  """Embedding rows for a tokenizer: rounded up to a multiple of 64, as Qwen's checkpoints do."""
+  return -(-tokenizer_vocab // multiple) * multiple
+
+
 def get_preset(name: str, **overrides: Any) -> QwenConfig:
   """A named preset (e.g. `qwen3_1p7b`), optionally with fields replaced (vocab_size, dtype, ...)."""
   if name not in PRESETS:

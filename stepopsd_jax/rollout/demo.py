@@ -14,40 +14,14 @@ import time
 import jax
 import numpy as np
 
-from stepopsd_jax import envs, models, sampling, text
-from stepopsd_jax.rollout import loop, prompts
-
-
-def corpus(env_name: str, num_tasks: int = 64, seed: int = 0) -> list[str]:
-  """Texts an agent reads and writes in `env_name`: prompts of expert episodes and their actions."""
-  out = []
-  for task in envs.make_tasks(env_name, "train", num_tasks, seed=seed):
-    env = envs.make_env(env_name, seed=seed)
-    result, history = env.reset(task), []
-    while not result.done:
-      action = env.expert_action()
-      out.append(prompts.step_text(env.task_description, history, result.observation,
-                                   len(history), result.info["admissible_actions"],
-                                   prompts.PromptConfig()))
-      out.append(f"<think>The clue decides.</think><action>{action}</action>")
-      history.append((result.observation, action))
-      result = env.step(action)
-  return out
+from stepopsd_jax import envs, models, sampling
+from stepopsd_jax.rollout import loop, prompts, random_policy
 
 
 def tiny_policy(tokenizer, seed: int = 0):
-  vocab = -(-tokenizer.vocab_size // 64) * 64  # pad the vocab to a multiple of 64, as Qwen does
-  config = models.get_preset("qwen3_tiny", vocab_size=vocab)
+  """A random tiny Qwen3 whose vocabulary covers `tokenizer`."""
+  config = models.get_preset("qwen3_tiny", vocab_size=models.padded_vocab(tokenizer.vocab_size))
   return config, models.init_params(config, jax.random.key(seed))
-
-
-def make_sampler(config, tokenizer, max_new_tokens: int = 32, temperature: float = 1.0):
-  params = sampling.SamplingParams(
-      max_new_tokens=max_new_tokens, temperature=temperature,
-      stop_token_ids=(tokenizer.eos_token_id,), stop_strings=("</action>",))
-  return sampling.Sampler(config, params, pad_id=tokenizer.pad_token_id,
-                          token_texts=loop.vocab_texts(tokenizer, config.vocab_size),
-                          buckets=sampling.Buckets(batch=(8, 16, 32, 64), prompt=(256, 512)))
 
 
 def show_row(batch, row: int, tokenizer) -> str:
@@ -77,10 +51,14 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   t0 = time.perf_counter()
-  tokenizer = text.train_sentencepiece(corpus(args.env), vocab_size=600)
-  config, weights = tiny_policy(tokenizer, args.seed)
-  sampler = make_sampler(config, tokenizer)
   tasks = envs.make_tasks(args.env, "train", args.tasks, seed=args.seed)
+  tokenizer = random_policy.train_env_tokenizer(
+      args.env, envs.make_tasks(args.env, "train", 64, seed=args.seed), prompts.PromptConfig(),
+      vocab_size=1000, seed=args.seed)
+  config, weights = tiny_policy(tokenizer, args.seed)
+  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=32,
+                               buckets=sampling.Buckets(batch=(8, 16, 32, 64),
+                                                        prompt=(128, 256, 512)))
   cfg = loop.RolloutConfig(group_size=args.group)
   result = loop.collect(sampler, weights, tokenizer, args.env, tasks, jax.random.key(args.seed),
                         cfg)

@@ -20,7 +20,7 @@ import jax
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.rollout import parse, prompts
 from stepopsd_jax.rollout.stepbatch import StepBatch, StepRow, build_step_batch
-from stepopsd_jax.sampling import Sampler
+from stepopsd_jax.sampling import Buckets, Sampler, SamplingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,17 @@ def vocab_texts(tokenizer, vocab_size: int) -> tuple[str, ...]:
   """Decoded text of every token id (ids the tokenizer lacks decode to "")."""
   n = min(vocab_size, tokenizer.vocab_size)
   return tuple(tokenizer.decode([i]) for i in range(n)) + ("",) * (vocab_size - n)
+
+
+def agent_sampler(model_config, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
+                  top_p: float = 1.0, top_k: int = 0,
+                  buckets: Buckets = Buckets()) -> Sampler:
+  """A sampler that stops at the tokenizer's EOS or at `</action>`."""
+  params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                          top_k=top_k, stop_token_ids=(tokenizer.eos_token_id,),
+                          stop_strings=(parse.ACTION_CLOSE,))
+  return Sampler(model_config, params, pad_id=tokenizer.pad_token_id,
+                 token_texts=vocab_texts(tokenizer, model_config.vocab_size), buckets=buckets)
 
 
 def safe_decode(tokenizer, ids: Sequence[int]) -> str:

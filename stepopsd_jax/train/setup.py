@@ -9,8 +9,7 @@ import jax
 import ml_collections
 
 from stepopsd_jax import envs, models, sampling, sharding, text
-from stepopsd_jax.rollout import loop, prompts
-from stepopsd_jax.train import sft
+from stepopsd_jax.rollout import loop, prompts, random_policy
 from stepopsd_jax.train.config import validate
 from stepopsd_jax.train.state import make_optimizer
 from stepopsd_jax.train.step import StepConfig
@@ -47,13 +46,9 @@ def make_tokenizer(config, train_tasks) -> text.Tokenizer:
   """The configured tokenizer, or a SentencePiece one trained on random-policy episode texts."""
   if config.tokenizer.path:
     return text.load_tokenizer(config.tokenizer.path)
-  cfg = prompt_config(config)
-  pairs = sft.random_policy_texts(config.env.name, train_tasks[:256], cfg, seed=config.seed)
-  corpus = [text.render_chat_template(text.QWEN2P5_CHAT_TEMPLATE, prompts.messages(user, cfg),
-                                      add_generation_prompt=True) + response
-            for user, response in pairs]
-  # Whole words: a colour is the same token in the clue, the door list and the action.
-  return text.train_sentencepiece(corpus, vocab_size=config.tokenizer.train_vocab_size)
+  return random_policy.train_env_tokenizer(config.env.name, train_tasks[:256],
+                                           prompt_config(config),
+                                           config.tokenizer.train_vocab_size, config.seed)
 
 
 def initial_params(config, tokenizer, rng):
@@ -63,8 +58,8 @@ def initial_params(config, tokenizer, rng):
     model_config, params = models.load_hf(m.path, dtype=m.dtype)
     model_config = model_config.replace(remat_policy=m.remat_policy)
   else:
-    vocab = -(-tokenizer.vocab_size // 64) * 64  # padded like Qwen's embedding
-    model_config = models.get_preset(m.preset, vocab_size=vocab, param_dtype=m.dtype,
+    model_config = models.get_preset(m.preset, vocab_size=models.padded_vocab(tokenizer.vocab_size),
+                                     param_dtype=m.dtype,
                                      dtype=m.dtype, remat_policy=m.remat_policy)
     params = models.init_params(model_config, rng)
   if model_config.vocab_size < tokenizer.vocab_size:
@@ -76,13 +71,9 @@ def initial_params(config, tokenizer, rng):
 
 def make_sampler(config, model_config, tokenizer, *, greedy: bool) -> sampling.Sampler:
   r = config.rollout
-  params = sampling.SamplingParams(
-      max_new_tokens=r.max_new_tokens, temperature=0.0 if greedy else r.temperature,
-      top_p=r.top_p, top_k=r.top_k, stop_token_ids=(tokenizer.eos_token_id,),
-      stop_strings=("</action>",))
-  return sampling.Sampler(
-      model_config, params, pad_id=tokenizer.pad_token_id,
-      token_texts=loop.vocab_texts(tokenizer, model_config.vocab_size),
+  return loop.agent_sampler(
+      model_config, tokenizer, max_new_tokens=r.max_new_tokens,
+      temperature=0.0 if greedy else r.temperature, top_p=r.top_p, top_k=r.top_k,
       buckets=sampling.Buckets(batch=tuple(r.batch_buckets), prompt=tuple(r.prompt_buckets)))
 
 

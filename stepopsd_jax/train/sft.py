@@ -18,29 +18,10 @@ import optax
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.models import QwenConfig
 from stepopsd_jax.rollout import loop, prompts
+from stepopsd_jax.rollout.random_policy import random_policy_texts
 from stepopsd_jax.rollout.stepbatch import pad_left, pad_right
 from stepopsd_jax.sampling import Buckets
 from stepopsd_jax.train.step import response_logprobs
-
-RESPONSE_TEMPLATE = "<think>I pick one of the admissible actions.</think><action>{}</action>"
-
-
-def random_policy_texts(env_name: str, tasks: Sequence[envs_lib.Task],
-                        prompt_cfg: prompts.PromptConfig, seed: int) -> list[tuple[str, str]]:
-  """(user message, response text) of every step of one random-policy episode per task."""
-  rng = np.random.default_rng(seed)
-  texts = []
-  for k, task in enumerate(tasks):
-    env = envs_lib.make_env(env_name, seed=seed + k)
-    result, history = env.reset(task), []
-    while not result.done and len(history) < env.max_steps:
-      action = str(rng.choice(result.info["admissible_actions"]))
-      texts.append((loop.user_text(env.task_description, history, result, prompt_cfg),
-                    RESPONSE_TEMPLATE.format(action)))
-      history.append((result.observation, action))
-      result = env.step(action)
-  return texts
-
 
 def random_policy_examples(env_name: str, tasks: Sequence[envs_lib.Task], tokenizer,
                            prompt_cfg: prompts.PromptConfig, seed: int

@@ -5,15 +5,17 @@ import re
 import numpy as np
 import pytest
 
-from stepopsd_jax import sampling, text
-from stepopsd_jax.rollout import demo
+from stepopsd_jax import envs, sampling
+from stepopsd_jax.rollout import prompts
+from stepopsd_jax.rollout.random_policy import train_env_tokenizer
 
 ENV = "credit_lab/critical_step"
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-  return text.train_sentencepiece(demo.corpus(ENV, num_tasks=32), vocab_size=600)
+  tasks = envs.make_tasks(ENV, "train", 32, seed=0)
+  return train_env_tokenizer(ENV, tasks, prompts.PromptConfig(), vocab_size=600)
 
 
 class ScriptedSampler:

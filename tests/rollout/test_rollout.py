@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepopsd_jax import envs, sampling
-from stepopsd_jax.rollout import RolloutConfig, collect, demo
+from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop
 from tests.rollout.conftest import ENV, ScriptedSampler, random_policy
 
 
@@ -89,7 +89,8 @@ def test_hindsight_shows_the_shortest_winning_sibling(random_rollout, tokenizer)
 
 def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
   config, weights = demo.tiny_policy(tokenizer)
-  sampler = demo.make_sampler(config, tokenizer, max_new_tokens=8)
+  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=8,
+                               buckets=sampling.Buckets(batch=(8, 16, 32), prompt=(128, 256, 512)))
   used = set()
   pad = sampler.pad
 
