@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 
@@ -58,12 +59,29 @@ BATCH_FIELDS = {
 }
 
 
+CORES_PER_CHIP = {"v4": 2, "v5p": 2}  # 'v5p-N' counts TensorCores; one JAX device per chip
+
+
+def topology_devices(topology: str) -> int:
+  """JAX devices of a TPU topology, without libtpu: 'v5p:2x2x1' -> 4, 'v5p-8' -> 4 (8 cores)."""
+  chip, sep, dims = topology.partition(":")
+  if sep:
+    return math.prod(int(d) for d in dims.split("x"))
+  chip, _, cores = topology.rpartition("-")
+  return int(cores) // CORES_PER_CHIP.get(chip, 1)
+
+
+def config_mesh_shape(config, num_devices: int) -> tuple[int, int, int]:
+  """The config's mesh.{data,fsdp,tensor} (one may be -1) resolved over `num_devices`."""
+  return sharding.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, num_devices)
+
+
 def topology_mesh(topology: str, config) -> Mesh:
   """A mesh of the config's (data, fsdp, tensor) over the TPU topology's devices."""
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other local libtpu users
   from jax.experimental import topologies  # needs libtpu
   devices = topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
-  shape = sharding.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, len(devices))
+  shape = config_mesh_shape(config, len(devices))
   return Mesh(np.asarray(devices).reshape(shape), sharding.AXES)
 
 

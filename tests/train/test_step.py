@@ -71,11 +71,12 @@ def test_micro_batches_give_the_full_batch_update(batch, estimator, budget):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)  # Adam amplifies ulps
 
 
-def test_eight_devices_match_one(batch):
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2), (1, 4, 2)])  # (data, fsdp, tensor)
+def test_eight_devices_match_one(batch, mesh_shape):
   assert len(jax.devices()) == 8
   cfg = train.StepConfig(estimator="stepopsd", lambda_mix=0.5)
   _, single = _run(batch, cfg, steps=2)
-  _, sharded = _run(batch, cfg, steps=2, mesh_shape=(2, 2, 2))
+  _, sharded = _run(batch, cfg, steps=2, mesh_shape=mesh_shape)
   for key in ("loss", "grad_norm", "delta_mean", "weight_mean"):
     np.testing.assert_allclose(sharded[-1][key], single[-1][key], rtol=1e-5)
 
