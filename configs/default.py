@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.env = ml_collections.ConfigDict(dict(
       name="credit_lab/critical_step",
       kwargs=ml_collections.ConfigDict(dict(horizon=3, num_choices=3, critical_step=2,
-                                            num_colours=3)),
+                                            num_colours=3, treasure_colours=1)),
       num_train_tasks=2048, num_eval_tasks=96))
 
   c.rollout = ml_collections.ConfigDict(dict(

@@ -227,3 +227,23 @@ def test_num_colours_limits_the_palette():
   assert len(colours) == 3
   with pytest.raises(ValueError, match="num_colours"):
     make_tasks("credit_lab/critical_step", "train", 1, num_choices=4, num_colours=3)
+
+
+@pytest.mark.parametrize("treasure_colours", [1, 2])
+def test_treasure_colours_limits_the_clue(treasure_colours):
+  tasks = make_tasks("credit_lab/critical_step", "train", 60, seed=1, horizon=3, num_choices=3,
+                     num_colours=5, treasure_colours=treasure_colours)
+  env = CreditLabEnv(seed=0)
+  treasures = set()
+  for task in tasks:
+    result = env.reset(task)
+    env.step(result.info["admissible_actions"][0])
+    treasure = env.expert_action().split()[1]
+    treasures.add(treasure)
+    assert f"the {treasure} door of room 2" in env.task_description
+    for room in range(3):  # the treasure's door is in every room, among the task's doors
+      assert treasure in env._layout.doors[room]
+  assert treasures == set(["red", "green"][:treasure_colours])
+  with pytest.raises(ValueError, match="treasure_colours"):
+    make_tasks("credit_lab/critical_step", "train", 1, num_choices=3, num_colours=3,
+               treasure_colours=4)

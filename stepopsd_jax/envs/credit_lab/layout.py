@@ -37,6 +37,9 @@ class CreditLabConfig:
   coin_p: float = 0.5  # success probability of the null_causal coin
   num_colours: int = 0  # palette the doors are drawn from (0: all); = num_choices makes every
   # task use the same doors, so a from-scratch policy needs no copying to act validly
+  treasure_colours: int = 0  # the treasure's colour is drawn from the palette's first this-many
+  # colours (0: from the task's own doors). 1 fixes it (always red): the decision needs no
+  # reading, only credit for the right room; 2, 3, ... make the policy read the clue again.
 
   def __post_init__(self):
     _check_choice("variant", self.variant, VARIANTS)
@@ -48,6 +51,10 @@ class CreditLabConfig:
     if self.num_colours and not self.num_choices <= self.num_colours <= len(COLOURS):
       raise ValueError(f"num_colours={self.num_colours} must be 0 (all) or in "
                        f"[num_choices={self.num_choices}, {len(COLOURS)}].")
+    palette = self.num_colours or len(COLOURS)
+    if not 0 <= self.treasure_colours <= palette:
+      raise ValueError(f"treasure_colours={self.treasure_colours} must be 0 (any door) or in "
+                       f"[1, {palette}] (the palette size, num_colours or all {len(COLOURS)}).")
     if not 1 <= self.critical_step <= self.horizon:
       raise ValueError(f"critical_step={self.critical_step} is 1-based: it must be in "
                        f"[1, horizon={self.horizon}].")
@@ -89,8 +96,14 @@ class Layout:
   def from_seed(cls, config: CreditLabConfig, seed: int) -> "Layout":
     rng = np.random.default_rng(seed)
     palette = COLOURS[:config.num_colours or len(COLOURS)]
-    colours = [palette[i] for i in rng.permutation(len(palette))[:config.num_choices]]
-    treasure = colours[rng.integers(config.num_choices)]
+    if config.treasure_colours:  # the treasure's colour first, then the other doors
+      treasure = palette[rng.integers(config.treasure_colours)]
+      others = [c for c in palette if c != treasure]
+      picks = rng.permutation(len(others))[:config.num_choices - 1]
+      colours = [treasure] + [others[i] for i in picks]
+    else:
+      colours = [palette[i] for i in rng.permutation(len(palette))[:config.num_choices]]
+      treasure = colours[rng.integers(config.num_choices)]
     doors = tuple(tuple(colours[j] for j in rng.permutation(config.num_choices))
                   for _ in range(config.horizon))
     rooms = tuple(ROOMS[i] for i in rng.integers(len(ROOMS), size=config.horizon))
