@@ -108,3 +108,24 @@ def build_step_batch(rows: Sequence[StepRow], *, pad_id: int, response_len: int,
       traj_return=column("traj_return", np.float32),
       traj_success=column("traj_success", bool), anchor_id=column("anchor_id", np.int32),
       row_valid=np.arange(b) < len(rows))
+
+
+def repad(arrays: dict[str, np.ndarray], rows: int, prompt_len: int, teacher_len: int,
+          pad_id: int = 0) -> dict[str, np.ndarray]:
+  """The same StepBatch arrays at larger static shapes: invalid rows appended at the end, the
+  (left-padded) student and teacher prompts widened on the left. Responses keep their width."""
+  b, p = arrays["prompt_tokens"].shape
+  pt = arrays["teacher_prompt_tokens"].shape[1]
+  if rows < b or prompt_len < p or teacher_len < pt:
+    raise ValueError(f"repad can only grow a batch: [{b}, {p}, {pt}] -> "
+                     f"[{rows}, {prompt_len}, {teacher_len}] (rows, prompt, teacher prompt).")
+  widen = {"prompt_tokens": prompt_len - p, "prompt_mask": prompt_len - p,
+           "teacher_prompt_tokens": teacher_len - pt, "teacher_prompt_mask": teacher_len - pt}
+  out = {}
+  for name, x in arrays.items():
+    pad = [(0, rows - b)] + [(0, 0)] * (x.ndim - 1)
+    if name in widen:
+      pad[1] = (widen[name], 0)
+    fill = pad_id if name.endswith("_tokens") else 0
+    out[name] = np.pad(x, pad, constant_values=np.asarray(fill).astype(x.dtype))
+  return out

@@ -18,6 +18,7 @@ import tqdm
 from stepopsd_jax.rollout import loop
 from stepopsd_jax.train import checkpoint as ckpt_lib
 from stepopsd_jax.train import metrics as metrics_lib
+from stepopsd_jax.train import multihost
 from stepopsd_jax.train import sft
 from stepopsd_jax.train.setup import Setup, build, optimizers, prompt_config
 from stepopsd_jax.train.state import abstract_state, create_state
@@ -117,7 +118,8 @@ def _rl_step(setup: Setup, state, tasks, base_rng, step: int):
                          setup.rollout_cfg, env_seed=step * jax.process_count()
                          + jax.process_index())
   t1 = time.perf_counter()
-  arrays = rollout.batch.arrays()
+  arrays = multihost.global_step_batch(rollout.batch.arrays(), setup.mesh,
+                                      setup.tokenizer.pad_token_id)
   step_fn = jit_train_step(setup.model_config, setup.step_cfg, setup.tx, setup.mesh,
                            batch_ndims(arrays), state_options(setup)["critic_tx"])
   state, metrics = step_fn(state, arrays, jax.random.fold_in(jax.random.fold_in(base_rng, _TRAIN),

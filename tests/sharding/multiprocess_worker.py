@@ -1,5 +1,9 @@
 """One process of the 2-process CPU test: 2 train steps over a global mesh, prints a checksum.
 
+Each process brings its own StepBatch (its own rows and prompt widths, as its own rollouts would)
+and `train.multihost.global_step_batch` joins them; the single-process reference joins the same
+two batches by hand (re-pad to the widest, offset the ids, concatenate the rows).
+
 Run by tests/sharding/test_distributed.py as `python -m tests.sharding.multiprocess_worker`
 with STEPOPSD_COORDINATOR / STEPOPSD_NUM_PROCESSES / STEPOPSD_PROCESS_ID set (or none of them:
 the single-process reference over the same global device count).
@@ -23,18 +27,25 @@ from stepopsd_jax import sharding  # noqa: E402
 sharding.maybe_initialize()  # before anything touches devices
 
 from stepopsd_jax import models, train  # noqa: E402
+from stepopsd_jax.rollout import stepbatch  # noqa: E402
+from stepopsd_jax.train import multihost  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
 
 CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)
 
 
-def global_batch(batch: dict, mesh) -> dict:
-  """Every process holds the whole (identical) batch; each places the rows its devices own."""
-  out = {}
-  for k, v in batch.items():
-    s = sharding.batch_sharding(mesh, v.ndim)
-    out[k] = jax.make_array_from_callback(v.shape, s, lambda idx, v=v: v[idx])
-  return out
+def process_batch(i: int) -> dict:
+  """Process i's local rollouts: different rows and prompt widths per process."""
+  return random_step_batch(CONFIG.vocab_size, rows=8, prompt=12 + 4 * i, teacher=16 - 4 * i,
+                           seed=i)
+
+
+def joined_by_hand(n: int) -> dict:
+  local = [process_batch(i) for i in range(n)]
+  widest = np.max([multihost.shape_of(b) for b in local], axis=0)
+  local = [multihost.offset_ids(stepbatch.repad(b, *map(int, widest)), i)
+           for i, b in enumerate(local)]
+  return {k: np.concatenate([b[k] for b in local]) for k in local[0]}
 
 
 def local_replica(x: jax.Array) -> np.ndarray:
@@ -49,12 +60,14 @@ def local_replica(x: jax.Array) -> np.ndarray:
 
 def main() -> None:
   mesh = sharding.make_mesh(data=2, fsdp=-1, tensor=1)  # process i holds data replica i
-  batch = random_step_batch(CONFIG.vocab_size, rows=8)
+  if jax.process_count() > 1:
+    arrays = multihost.global_step_batch(process_batch(jax.process_index()), mesh)
+  else:
+    arrays = joined_by_hand(2)
   cfg = train.StepConfig(estimator="stepopsd", lambda_mix=0.5)
   tx = train.make_optimizer(1e-3, 0, 10)
-  step = train.jit_train_step(CONFIG, cfg, tx, mesh, train.batch_ndims(batch))
+  step = train.jit_train_step(CONFIG, cfg, tx, mesh, train.batch_ndims(arrays))
   state = train.init_state(CONFIG, jax.random.key(0), tx, mesh)
-  arrays = global_batch(batch, mesh)
   for i in range(2):
     state, metrics = step(state, arrays, jax.random.key(i))
   leaves = [local_replica(x) for x in jax.tree.leaves(state.params)]

@@ -1,0 +1,46 @@
+"""One global StepBatch from every process's own rollouts (multi-host training).
+
+Each process rolls out its own shard of the tasks, so its StepBatch has its own rows and its own
+bucketed widths. Before the jitted step the processes agree on the widest shapes (one small
+all-gather), re-pad to them, make trajectory and group ids unique across processes, and place
+their rows as their part of one global array (rows over the mesh's data and fsdp axes). On one
+process this is the identity.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from stepopsd_jax import sharding
+from stepopsd_jax.rollout.stepbatch import repad
+
+ID_FIELDS = ("traj_id", "group_id")  # anchor groups are keyed by (group_id, anchor_id)
+ID_STRIDE = 1 << 20  # ids of process i start at i * ID_STRIDE
+
+
+def offset_ids(arrays: dict[str, np.ndarray], process_index: int) -> dict[str, np.ndarray]:
+  """Trajectory and group ids shifted into process `process_index`'s own range."""
+  if arrays["traj_id"].max(initial=0) >= ID_STRIDE:
+    raise ValueError(f"traj_id reaches {arrays['traj_id'].max()} >= {ID_STRIDE}: ids of two "
+                     "processes would collide; raise multihost.ID_STRIDE.")
+  return {k: (v + np.int32(process_index * ID_STRIDE) if k in ID_FIELDS else v)
+          for k, v in arrays.items()}
+
+
+def shape_of(arrays: dict[str, np.ndarray]) -> np.ndarray:
+  """(rows, prompt width, teacher prompt width) of a StepBatch."""
+  return np.array([*arrays["prompt_tokens"].shape, arrays["teacher_prompt_tokens"].shape[1]],
+                  np.int32)
+
+
+def global_step_batch(arrays: dict[str, np.ndarray], mesh: Mesh, pad_id: int = 0) -> dict:
+  """This process's StepBatch as its rows of a global batch; unchanged on a single process."""
+  if jax.process_count() == 1:
+    return arrays
+  widest = np.asarray(multihost_utils.process_allgather(shape_of(arrays))).max(axis=0)
+  local = offset_ids(repad(arrays, *map(int, widest), pad_id=pad_id), jax.process_index())
+  rows = sharding.batch_sharding(mesh, 1).spec  # rows over (data, fsdp); the rest replicated
+  return multihost_utils.host_local_array_to_global_array(local, mesh, rows)
