@@ -18,9 +18,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 from jaxtyping import Array, Bool, Float, Int
 
-from stepopsd_jax import models
+from stepopsd_jax import models, sharding
 from stepopsd_jax.models import QwenConfig
 from stepopsd_jax.sampling import stop
 
@@ -111,19 +112,36 @@ def _truncate(logits_BxV: Array, params: SamplingParams) -> Array:
 TRACE_COUNT = {"generate": 0}  # incremented on every trace: tests count compilations with it
 
 
-@functools.partial(jax.jit, static_argnames=("config", "params", "pad_id"))
+CACHE_AXES = ("layers", "batch", "kv_heads", None, "head_dim")  # logical axes of [L, B, K, S, H]
+
+
+def _place_cache(cache: dict, mesh: Mesh | None) -> dict:
+  """Pins the KV cache to rows over (data, fsdp) and KV heads over tensor (where they divide),
+  so the compiler never chooses to replicate the largest tensor of a rollout."""
+  if mesh is None:
+    return cache
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(
+      mesh, sharding.logical_to_spec(CACHE_AXES, x.shape, mesh))), cache)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "params", "pad_id", "mesh"))
 def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, weights,
                     tokens_BxP: Int[Array, "B P"], mask_BxP: Bool[Array, "B P"],
-                    rng: Array, stop_table: Int[Array, "Q V"]):
-  """Prefill + decode on a padded batch; rows with an all-False mask are finished at once."""
+                    rng: Array, stop_table: Int[Array, "Q V"], mesh: Mesh | None = None):
+  """Prefill + decode on a padded batch; rows with an all-False mask are finished at once.
+
+  `mesh`: place the KV cache by the sharding rules on it (weights and prompts bring their own
+  shardings); None leaves placement to the compiler (one device).
+  """
   TRACE_COUNT["generate"] += 1
   b, p = tokens_BxP.shape
   r = params.max_new_tokens
   positions = models.default_positions(mask_BxP)
   key_mask = jnp.concatenate([mask_BxP, jnp.zeros((b, r), bool)], axis=1)
-  cache = models.init_cache(config, b, p + r)
+  cache = _place_cache(models.init_cache(config, b, p + r), mesh)
   logits, cache = models.forward_with_cache(config, weights, tokens_BxP, positions, key_mask,
                                             cache, 0, last_only=True)
+  cache = _place_cache(cache, mesh)
   stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
   accept = stop_table.shape[0] - 1
 
@@ -137,7 +155,7 @@ def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, wei
                                               s.positions[:, None], key_mask, s.cache,
                                               p + s.step)
     return _LoopState(
-        step=s.step + 1, rng=s.rng, cache=cache, key_mask=key_mask, logits=logits[:, 0],
+        step=s.step + 1, rng=s.rng, cache=_place_cache(cache, mesh), key_mask=key_mask, logits=logits[:, 0],
         positions=s.positions + 1, done=s.done | ended, stop_state=stop_state,
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         tokens=s.tokens.at[:, s.step].set(token),
@@ -163,10 +181,12 @@ class Sampler:
   """
 
   def __init__(self, config: QwenConfig, params: SamplingParams, *, pad_id: int,
-               token_texts: Sequence[str] | None = None, buckets: Buckets = Buckets()):
+               token_texts: Sequence[str] | None = None, buckets: Buckets = Buckets(),
+               mesh: Mesh | None = None):
     if params.stop_strings and token_texts is None:
       raise ValueError("stop_strings need token_texts (the decoded text of every token id).")
     self.config, self.params, self.pad_id, self.buckets = config, params, pad_id, buckets
+    self.mesh = mesh  # places the KV cache (and the prompt rows) by the sharding rules
     texts = token_texts if params.stop_strings else [""] * config.vocab_size
     if len(texts) != config.vocab_size:
       texts = list(texts)[:config.vocab_size] + [""] * (config.vocab_size - len(texts))
@@ -193,7 +213,37 @@ class Sampler:
 
   def generate(self, weights: Any, prompts: Sequence[Sequence[int]], rng: Array) -> SampleOutput:
     tokens, mask, truncated = self.pad(prompts)
-    out = generate_padded(self.config, self.params, self.pad_id, weights, jnp.asarray(tokens),
-                          jnp.asarray(mask), rng, self.stop_table)
-    out_tokens, logprobs, lengths, stopped = (x[:len(prompts)] for x in jax.device_get(out))
+    mesh = self.mesh if self.mesh is not None and self.mesh.size > 1 else None
+    if mesh is None:
+      out = jax.device_get(generate_padded(self.config, self.params, self.pad_id, weights,
+                                           jnp.asarray(tokens), jnp.asarray(mask), rng,
+                                           self.stop_table))
+    else:
+      out = _generate_on_mesh(self, weights, tokens, mask, rng, mesh)
+    out_tokens, logprobs, lengths, stopped = (np.asarray(x)[:len(prompts)] for x in out)
     return SampleOutput(out_tokens, logprobs, lengths, stopped, truncated)
+
+
+def _generate_on_mesh(sampler: Sampler, weights, tokens: np.ndarray, mask: np.ndarray, rng,
+                      mesh: Mesh) -> tuple[np.ndarray, ...]:
+  """`generate_padded` with the prompt rows over (data, fsdp) and the KV cache placed by the rules.
+
+  With several processes each brings its own prompts: they agree on the widest padded shape,
+  re-pad, decode as one global batch, and each gets its own rows back.
+  """
+  rows = sharding.batch_sharding(mesh, 1).spec
+  if jax.process_count() == 1:  # rows split where (data, fsdp) divides the bucket, else copied
+    placed = NamedSharding(mesh, sharding.logical_to_spec(("batch", None), tokens.shape, mesh))
+    tokens, mask = jax.device_put(tokens, placed), jax.device_put(mask, placed)
+  else:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    b, p = np.asarray(multihost_utils.process_allgather(np.array(tokens.shape))).max(axis=0)
+    grow = ((0, int(b) - tokens.shape[0]), (int(p) - tokens.shape[1], 0))
+    tokens = np.pad(tokens, grow, constant_values=sampler.pad_id)
+    mask = np.pad(mask, grow, constant_values=False)
+    tokens, mask = multihost_utils.host_local_array_to_global_array((tokens, mask), mesh, rows)
+  out = generate_padded(sampler.config, sampler.params, sampler.pad_id, weights, tokens, mask,
+                        rng, sampler.stop_table, mesh)
+  if jax.process_count() > 1:
+    out = multihost_utils.global_array_to_host_local_array(out, mesh, rows)
+  return tuple(np.asarray(x) for x in out)

@@ -110,7 +110,8 @@ def compile_train_step(config, shapes: memory.Shapes, mesh):
 
 def compile_generate(config, shapes: memory.Shapes, mesh):
   """The sampler's prefill + while_loop decode (`generate_padded`) on sharded abstract inputs:
-  weights by the logical rules, prompt rows over data x fsdp, a 16-state stop automaton."""
+  weights by the logical rules, prompt rows over data x fsdp, the KV cache placed by the rules,
+  a 16-state stop automaton."""
   c = memory.model_config(config)
   r = config.rollout
   params = sampling.SamplingParams(max_new_tokens=shapes.response_len, temperature=r.temperature,
@@ -125,7 +126,7 @@ def compile_generate(config, shapes: memory.Shapes, mesh):
                              sharding=sharding.replicated(mesh))
   table = jax.ShapeDtypeStruct((16, c.vocab_size), jnp.int32, sharding=sharding.replicated(mesh))
   return sampling.generate_padded.lower(c, params, 0, weights, rows(jnp.int32), rows(bool), rng,
-                                        table).compile()
+                                        table, mesh).compile()
 
 
 def memory_line(compiled, chip: Chip, what: str) -> tuple[str, bool]:

@@ -87,14 +87,15 @@ def initial_params(config, tokenizer, rng):
   return model_config, params
 
 
-def make_sampler(config, model_config, tokenizer, *, greedy: bool) -> sampling.Sampler:
+def make_sampler(config, model_config, tokenizer, *, greedy: bool,
+                 mesh=None) -> sampling.Sampler:
   """The rollout sampler; it stops at EOS or at the env protocol's stop strings."""
   r = config.rollout
   return loop.agent_sampler(
       model_config, tokenizer, max_new_tokens=r.max_new_tokens,
       temperature=0.0 if greedy else r.temperature, top_p=r.top_p, top_k=r.top_k,
       buckets=sampling.Buckets(batch=tuple(r.batch_buckets), prompt=tuple(r.prompt_buckets)),
-      stop_strings=protocol.for_env(config.env.name).stop_strings)
+      stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh)
 
 
 def rollout_config(config, *, evaluation: bool) -> loop.RolloutConfig:
@@ -117,7 +118,7 @@ def build(config, rng) -> tuple[Setup, object]:
       config=config, model_config=model_config, tokenizer=tokenizer, mesh=mesh, tx=tx,
       step_cfg=step_config(config), rollout_cfg=rollout_config(config, evaluation=False),
       eval_cfg=rollout_config(config, evaluation=True),
-      sampler=make_sampler(config, model_config, tokenizer, greedy=False),
-      eval_sampler=make_sampler(config, model_config, tokenizer, greedy=True),
+      sampler=make_sampler(config, model_config, tokenizer, greedy=False, mesh=mesh),
+      eval_sampler=make_sampler(config, model_config, tokenizer, greedy=True, mesh=mesh),
       train_tasks=train_tasks, eval_tasks=eval_tasks)
   return setup, params

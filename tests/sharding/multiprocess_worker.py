@@ -26,12 +26,13 @@ from stepopsd_jax import sharding  # noqa: E402
 
 sharding.maybe_initialize()  # before anything touches devices
 
-from stepopsd_jax import models, train  # noqa: E402
+from stepopsd_jax import models, sampling, train  # noqa: E402
 from stepopsd_jax.rollout import stepbatch  # noqa: E402
 from stepopsd_jax.train import multihost  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
 
 CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)
+PROMPTS = [[5, 6, 7], [9, 10, 11, 12], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [40, 41, 42, 43, 44]]
 
 
 def process_batch(i: int) -> dict:
@@ -70,13 +71,19 @@ def main() -> None:
   state = train.init_state(CONFIG, jax.random.key(0), tx, mesh)
   for i in range(2):
     state, metrics = step(state, arrays, jax.random.key(i))
+  # greedy rollouts of the trained policy: process i brings prompts 2i, 2i+1 (their own widths)
+  sampler = sampling.Sampler(CONFIG, sampling.SamplingParams(max_new_tokens=5, temperature=0.0),
+                             pad_id=0, buckets=sampling.Buckets(batch=(2, 4), prompt=(8, 16)),
+                             mesh=mesh)
+  mine = PROMPTS if jax.process_count() == 1 else PROMPTS[2 * jax.process_index():][:2]
+  sample = sampler.generate(state.params, mine, jax.random.key(7)).tokens.tolist()
   leaves = [local_replica(x) for x in jax.tree.leaves(state.params)]
   digest = hashlib.sha256(b"".join(x.tobytes() for x in leaves)).hexdigest()
   print("RESULT " + json.dumps({
       "process": jax.process_index(), "processes": jax.process_count(),
       "devices": jax.device_count(), "sha256": digest,
       "leaf_sums": [float(np.abs(x).sum()) for x in leaves],
-      "loss": float(metrics["loss"])}), flush=True)
+      "loss": float(metrics["loss"]), "sample": sample}), flush=True)
 
 
 if __name__ == "__main__":
