@@ -8,9 +8,9 @@
 DIR/eval_step<N>.json. `--policy=oracle`: the env protocol's oracle (Search-QA: one search, then
 the golden answer; elsewhere the env's expert action), no model needed, written to
 DIR/eval_oracle.json. `--policy=random`: the protocol's random well-formed policy (uniform over
-the admissible actions where the env lists them), seeded by `seed`, to DIR/eval_random.json. The table has one row per subset (Search-QA: per data source) with its
-number of episodes, the average over subsets (each counts once: the papers' "average" column)
-and the overall row.
+the admissible actions where the env lists them), seeded by `seed`, to DIR/eval_random.json.
+The table has one row per subset (Search-QA: per data source) with its number of episodes, the
+average over subsets (each counts once: the papers' "average" column) and the overall row.
 """
 
 from __future__ import annotations

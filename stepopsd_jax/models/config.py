@@ -122,7 +122,7 @@ def padded_vocab(tokenizer_vocab: int, multiple: int = 64) -> int:
 
 
 def get_preset(name: str, **overrides: Any) -> QwenConfig:
-  """A named preset (e.g. `qwen3_1p7b`), optionally with fields replaced (vocab_size, dtype, ...)."""
+  """A named preset (e.g. `qwen3_1p7b`), optionally with fields replaced (vocab_size, ...)."""
   if name not in PRESETS:
     raise KeyError(f"Unknown model preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
   return PRESETS[name].replace(**overrides)
@@ -175,7 +175,8 @@ def _first_id(token_id):
 
 def _check_supported_attention(hf: dict[str, Any], source: str) -> None:
   if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"{source}: hidden_act={hf['hidden_act']!r}; only 'silu' (SwiGLU) is supported.")
+    raise ValueError(
+        f"{source}: hidden_act={hf['hidden_act']!r}; only 'silu' (SwiGLU) is supported.")
   if hf.get("use_sliding_window"):
     raise ValueError(f"{source}: use_sliding_window=true is not supported; set it to false "
                      "(every published Qwen2.5/Qwen3 dense checkpoint uses full attention).")

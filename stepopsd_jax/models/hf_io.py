@@ -128,7 +128,8 @@ class _Reader:
 def read_hf_config(path: str) -> dict[str, Any]:
   config_path = os.path.join(path, "config.json")
   if not os.path.exists(config_path):
-    raise FileNotFoundError(f"{config_path} not found: a HF checkpoint directory needs config.json.")
+    raise FileNotFoundError(
+        f"{config_path} not found: a HF checkpoint directory needs config.json.")
   with open(config_path) as f:
     return json.load(f)
 

@@ -86,8 +86,9 @@ class Attention(nn.Module):
     k = self._proj("k", x_BxTxD, c.num_kv_heads, ("kv_heads", "head_dim"))  # L.self_attn.k_proj
     v = self._proj("v", x_BxTxD, c.num_kv_heads, ("kv_heads", "head_dim"))  # L.self_attn.v_proj
     if c.qk_norm:
-      q = RMSNorm(c.rms_norm_eps, "head_dim", c.jnp_param_dtype, name="q_norm")(q)  # L.self_attn.q_norm
-      k = RMSNorm(c.rms_norm_eps, "head_dim", c.jnp_param_dtype, name="k_norm")(k)  # L.self_attn.k_norm
+      # L.self_attn.q_norm / k_norm
+      q = RMSNorm(c.rms_norm_eps, "head_dim", c.jnp_param_dtype, name="q_norm")(q)
+      k = RMSNorm(c.rms_norm_eps, "head_dim", c.jnp_param_dtype, name="k_norm")(k)
     q = apply_rope(q, positions_BxT, c.rope_theta)
     k = apply_rope(k, positions_BxT, c.rope_theta)
     k_BxKxSxH, v_BxKxSxH = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
@@ -112,8 +113,8 @@ def _write_layer(cache_LxBxKxSxH, new_BxKxTxH, layer, cache_index):
   """Writes T new key/value slots of one layer into the stacked cache, in place."""
   new = new_BxKxTxH.astype(cache_LxBxKxSxH.dtype)[None]
   zero = jnp.zeros((), jnp.int32)
-  return jax.lax.dynamic_update_slice(cache_LxBxKxSxH, new,
-                                      (layer, zero, zero, jnp.asarray(cache_index, jnp.int32), zero))
+  start = (layer, zero, zero, jnp.asarray(cache_index, jnp.int32), zero)
+  return jax.lax.dynamic_update_slice(cache_LxBxKxSxH, new, start)
 
 
 def _gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim):

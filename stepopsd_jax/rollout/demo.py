@@ -27,7 +27,8 @@ def tiny_policy(tokenizer, seed: int = 0):
 def show_row(batch, row: int, tokenizer) -> str:
   real = lambda tokens, mask: [int(t) for t, m in zip(tokens, mask) if m]
   prompt = loop.safe_decode(tokenizer, real(batch.prompt_tokens[row], batch.prompt_mask[row]))
-  teacher = loop.safe_decode(tokenizer, real(batch.teacher_prompt_tokens[row], batch.teacher_prompt_mask[row]))
+  teacher = loop.safe_decode(tokenizer, real(batch.teacher_prompt_tokens[row],
+                                             batch.teacher_prompt_mask[row]))
   response = real(batch.response_tokens[row], batch.response_mask[row])
   control = real(batch.response_tokens[row], batch.control_mask[row])
   extra = teacher[len(prompt.split("<|im_start|>assistant")[0]):] if teacher != prompt else ""

@@ -155,7 +155,8 @@ def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, wei
                                               s.positions[:, None], key_mask, s.cache,
                                               p + s.step)
     return _LoopState(
-        step=s.step + 1, rng=s.rng, cache=_place_cache(cache, mesh), key_mask=key_mask, logits=logits[:, 0],
+        step=s.step + 1, rng=s.rng, cache=_place_cache(cache, mesh), key_mask=key_mask,
+        logits=logits[:, 0],
         positions=s.positions + 1, done=s.done | ended, stop_state=stop_state,
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         tokens=s.tokens.at[:, s.step].set(token),

@@ -16,8 +16,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp", "tensor")
 
-# logical name -> mesh axes. Shapes: params [L, D, N, H] q/k/v, [L, N, H, D] o, [L, D, F] / [L, F, D]
-# MLP, [V, D] embedding, [D, V] lm_head, [L, D] / [L, H] norms; activations [B, T, ...].
+# logical name -> mesh axes. Shapes: params [L, D, N, H] q/k/v, [L, N, H, D] o, [L, D, F] /
+# [L, F, D] MLP, [V, D] embedding, [D, V] lm_head, [L, D] / [L, H] norms; activations [B, T, ...].
 RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("batch", ("data", "fsdp")),  # StepBatch rows, activations' leading dim
     ("vocab", ("tensor",)),

@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--topology", default="v5p:2x2x1", help="e.g. v5p:2x2x1, v5e:4x4, v6e:2x2")
   parser.add_argument("--sampler", action="store_true",
                       help="also compile the sampler's prefill + decode (rollout.batch_size rows)")
+  parser.add_argument("--sampler_only", action="store_true",
+                      help="compile only the sampler (skips the train step's long compile)")
   args, config = memory.load(sys.argv[1:] if argv is None else argv, parser)
   if args.topology.split(":")[0] not in CHIPS:
     parser.error(f"--topology={args.topology}: known chips {sorted(CHIPS)}")
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
   mesh = topology_mesh(args.topology, config)
   _, rows = memory.plan_from_config(config, mesh.devices.size, shapes)
   print(memory.format_table(rows, f"memory plan per device (estimate), {shapes}:"), flush=True)
+  if args.sampler_only:
+    return 0 if _sampler(config, shapes, mesh, args.topology) else 1
   compiled, oom = compile_or_oom(compile_train_step, config, shapes, mesh)
   if oom:
     print(f"train step on {args.topology}: DOES NOT FIT ({oom})\n{SUGGEST}")

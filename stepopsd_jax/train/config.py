@@ -155,6 +155,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _require(not bad, f"rollout.batch_buckets {bad} are not divisible by data x fsdp ({dp}) x "
                     f"algo.micro_batches ({a.micro_batches}); use multiples of "
                     f"{dp * a.micro_batches}.")
-  _require(t.num_steps >= 0 and t.sft_steps >= 0, "train.num_steps and train.sft_steps must be >= 0.")
+  _require(t.num_steps >= 0 and t.sft_steps >= 0,
+           "train.num_steps and train.sft_steps must be >= 0.")
   _require(t.eval_every >= 1 and t.checkpoint_every >= 1,
            "train.eval_every and train.checkpoint_every must be >= 1.")

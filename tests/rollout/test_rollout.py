@@ -114,7 +114,8 @@ tag_soup = st.lists(st.sampled_from(["<action>", "</action>", "<think>", "</thin
 raw_ids = st.lists(st.integers(0, 639), max_size=48)  # the model vocab is padded to 640
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(outputs=st.lists(st.one_of(tag_soup, raw_ids), min_size=1, max_size=8),
        mode=st.sampled_from(["action_only", "no_observation", "all"]))
 def test_fuzzed_model_outputs_never_raise(tokenizer, outputs, mode):

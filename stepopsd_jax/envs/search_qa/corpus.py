@@ -70,7 +70,8 @@ def scan(path: str) -> Iterator[tuple[int, str, str]]:
   """(byte offset, id, contents) of every non-blank line, validating each one."""
   if not os.path.isfile(path):
     raise CorpusError(f"corpus {path!r} does not exist; set env.kwargs.corpus to a JSONL file "
-                      "(or generate one: python -m stepopsd_jax.envs.search_qa.generate --out DIR).")
+                      "(or generate one: "
+                      "python -m stepopsd_jax.envs.search_qa.generate --out DIR).")
   offset = 0
   with open(path, "rb") as f:
     for lineno, line in enumerate(f, start=1):
@@ -81,7 +82,7 @@ def scan(path: str) -> Iterator[tuple[int, str, str]]:
 
 
 class Corpus:
-  """Random access to the passages of a JSONL corpus by row number (0-based, blank lines skipped)."""
+  """Random access to a JSONL corpus's passages by row number (0-based, blank lines skipped)."""
 
   def __init__(self, path: str, offsets: np.ndarray):
     """`offsets`: int64 [N + 1], the start of each passage line and the file size at the end."""
