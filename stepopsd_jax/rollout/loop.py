@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.envs.base import AgentProtocol
@@ -120,8 +121,12 @@ def collect(sampler: Sampler, weights: Any, tokenizer, env_name: str,
   for traj, e, done in zip(trajs, env.envs, env.done):
     traj.description = "" if done else e.task_description
   turn = 0
-  while not env.all_done:
+  while _any_process_active(sampler, env.all_done):
     active = [i for i in range(n) if not env.done[i]]
+    if not active:  # other processes still decode: join their global batch with no rows
+      sampler.generate(weights, [], jax.random.fold_in(rng, turn))
+      turn += 1
+      continue
     actions = _scatter(_turn(sampler, weights, tokenizer, [trajs[i] for i in active],
                              [results[i] for i in active], jax.random.fold_in(rng, turn), cfg,
                              proto, counters), active, n)
@@ -140,6 +145,16 @@ def collect(sampler: Sampler, weights: Any, tokenizer, env_name: str,
                            response_len=sampler.params.max_new_tokens, buckets=sampler.buckets)
   counters.seconds["total"] = time.perf_counter() - start
   return RolloutResult(batch, trajs, _metrics(trajs, counters, turn))
+
+
+def _any_process_active(sampler: Sampler, all_done: bool) -> bool:
+  """Whether to run another turn. With a sampler that decodes one global batch over several
+  processes (`Sampler.mesh`), every process must run as many turns as the longest episode of any
+  of them, or the ones still decoding would wait for the others forever."""
+  if jax.process_count() == 1 or getattr(sampler, "mesh", None) is None:
+    return not all_done
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.min(multihost_utils.process_allgather(np.int32(all_done))) == 0)
 
 
 def prefetch(proto: AgentProtocol, env: envs_lib.BatchedEnv, actions: list[str | None],

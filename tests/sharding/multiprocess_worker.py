@@ -49,6 +49,29 @@ def joined_by_hand(n: int) -> dict:
   return {k: np.concatenate([b[k] for b in local]) for k in local[0]}
 
 
+def episode_rows(mesh) -> int:
+  """Multi-turn rollouts with a global sampler: process 0's episodes last 1 turn, process 1's 3,
+  so process 0 must keep joining the decode until process 1 is done (a deadlock otherwise)."""
+  from stepopsd_jax import envs  # pylint: disable=g-import-not-at-top
+  from stepopsd_jax.rollout import (  # pylint: disable=g-import-not-at-top
+      loop, prompts, random_policy)
+  env = "credit_lab/critical_step"
+  tokenizer = random_policy.train_env_tokenizer(
+      env, envs.make_tasks(env, "train", 8, seed=0), prompts.PromptConfig(), vocab_size=500)
+  config = models.get_preset("qwen3_tiny", num_layers=1,
+                             vocab_size=models.padded_vocab(tokenizer.vocab_size))
+  weights = jax.device_put(models.init_params(config, jax.random.key(0)), sharding.tree_shardings(
+      models.param_logical_axes(config), models.param_shapes(config), mesh))
+  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=8, mesh=mesh,
+                               buckets=sampling.Buckets(batch=(4, 8, 16), prompt=(256, 512)))
+  horizon = 3 if jax.process_index() == 1 or jax.process_count() == 1 else 1
+  tasks = envs.make_tasks(env, "train", 2, seed=jax.process_index(), horizon=horizon,
+                          num_choices=2, critical_step=1)
+  result = loop.collect(sampler, weights, tokenizer, env, tasks, jax.random.key(3),
+                        loop.RolloutConfig(group_size=2))
+  return result.batch.num_rows
+
+
 def local_replica(x: jax.Array) -> np.ndarray:
   """The full array from this process's own shards (mesh data=2 puts one replica per process),
   so equal checksums mean the processes' replicas agree, not that a gather agrees with itself."""
@@ -77,13 +100,14 @@ def main() -> None:
                              mesh=mesh)
   mine = PROMPTS if jax.process_count() == 1 else PROMPTS[2 * jax.process_index():][:2]
   sample = sampler.generate(state.params, mine, jax.random.key(7)).tokens.tolist()
+  rows = episode_rows(mesh)
   leaves = [local_replica(x) for x in jax.tree.leaves(state.params)]
   digest = hashlib.sha256(b"".join(x.tobytes() for x in leaves)).hexdigest()
   print("RESULT " + json.dumps({
       "process": jax.process_index(), "processes": jax.process_count(),
       "devices": jax.device_count(), "sha256": digest,
       "leaf_sums": [float(np.abs(x).sum()) for x in leaves],
-      "loss": float(metrics["loss"]), "sample": sample}), flush=True)
+      "loss": float(metrics["loss"]), "sample": sample, "episode_rows": rows}), flush=True)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,5 @@ def test_two_processes_train_to_identical_parameters():
   np.testing.assert_allclose(results[0]["loss"], single["loss"], rtol=1e-5)
   # sampling: each process decodes its own prompts as part of one global batch
   assert results[0]["sample"] + results[1]["sample"] == single["sample"]
+  # rollouts: 4 episodes per process of 1 turn (process 0) and 3 turns (process 1, reference)
+  assert [r["episode_rows"] for r in results] == [4, 12] and single["episode_rows"] == 12
