@@ -6,7 +6,8 @@
 Runs `configs/default.py:estimator=NAME,<arg>` for each estimator in one process (fresh workdir
 each, same seed), then prints a table and writes JSON: the median rollout and train seconds per
 RL step (the first step, which compiles, left out), the greedy eval success before and after RL,
-and the wall time of the run.
+the sampled rollout success of the first and last `--window` RL steps (a finer learning signal
+than the greedy eval, which jumps between 0 and 1 on a one-decision task) and the run's wall time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def _median(rows: list[dict], key: str) -> float:
   return statistics.median(values) if values else float("nan")
 
 
-def run_one(estimator: str, arg: str, steps: int, overrides: list[str]) -> dict:
+def _rollout_success(rows: list[dict], window: int) -> tuple[float, float]:
+  success = [r["rollout/success"] for r in rows if "rollout/success" in r]
+  if not success:
+    return float("nan"), float("nan")
+  return statistics.mean(success[:window]), statistics.mean(success[-window:])
+
+
+def run_one(estimator: str, arg: str, steps: int, overrides: list[str], window: int = 5) -> dict:
   config = config_lib.load_config(f"configs/default.py:estimator={estimator}" +
                                   (f",{arg}" if arg else ""))
   config_lib.apply_overrides(config, {"train.num_steps": str(steps),
@@ -48,9 +56,11 @@ def run_one(estimator: str, arg: str, steps: int, overrides: list[str]) -> dict:
       evals = json.load(f)
   timing = [r for r in rows if "time/train_s" in r]
   initial = next(e for e in evals if e["step"] == 0 and "success" in e)
+  first, last = _rollout_success(rows, window)
   return {"estimator": estimator, "rollout_s": _median(timing, "time/rollout_s"),
           "train_s": _median(timing, "time/train_s"), "initial_success": initial["success"],
-          "final_success": final.get("success", float("nan")), "wall_s": wall}
+          "final_success": final.get("success", float("nan")), "rollout_success_first": first,
+          "rollout_success_last": last, "wall_s": wall}
 
 
 def main() -> int:
@@ -58,20 +68,26 @@ def main() -> int:
   parser.add_argument("--arg", default="runlocal", help="config arg besides estimator=")
   parser.add_argument("--steps", type=int, default=4)
   parser.add_argument("--estimators", default=",".join(ESTIMATORS))
+  parser.add_argument("--window", type=int, default=5,
+                      help="RL steps averaged for the first/last sampled rollout success")
   parser.add_argument("--out", default="bench/results/estimators.json")
   args, overrides = parser.parse_known_args()
-  results = [run_one(name, args.arg, args.steps, overrides)
+  results = [run_one(name, args.arg, args.steps, overrides, args.window)
              for name in args.estimators.split(",")]
   print(f"\nconfigs/default.py:{args.arg}, {args.steps} RL steps each, "
         f"{os.cpu_count()} CPU cores\n")
-  print("| estimator | rollout s/step | train s/step | success before RL | after | wall s |")
-  print("|---|---|---|---|---|---|")
+  print(f"| estimator | rollout s/step | train s/step | greedy eval before RL | after | "
+        f"sampled, first {args.window} steps | last {args.window} | wall s |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in results:
     print(f"| {r['estimator']} | {r['rollout_s']:.2f} | {r['train_s']:.2f} | "
-          f"{r['initial_success']:.3f} | {r['final_success']:.3f} | {r['wall_s']:.0f} |")
+          f"{r['initial_success']:.3f} | {r['final_success']:.3f} | "
+          f"{r['rollout_success_first']:.3f} | {r['rollout_success_last']:.3f} | "
+          f"{r['wall_s']:.0f} |")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"arg": args.arg, "steps": args.steps, "overrides": overrides,
+    json.dump({"arg": args.arg, "steps": args.steps, "window": args.window,
+               "overrides": overrides,
                "results": results}, f, indent=1)
   return 0
 
