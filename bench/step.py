@@ -1,6 +1,6 @@
 """Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
 
-    python bench/step.py [--size small|medium] [--rows 32] [--prompt 256] [--response 64]
+    python bench/step.py [--size small|medium|large] [--rows 32] [--prompt 256] [--response 64]
 
 Prints a table and writes JSON (default bench/results/step.json): step time of each estimator
 (median of --repeats after a compile), their ratio, the step's executed FLOPs counted by hand
@@ -32,6 +32,8 @@ SIZES = {
                   num_heads=8, num_kv_heads=4, head_dim=32),
     "medium": dict(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_layers=4,
                    num_heads=8, num_kv_heads=4, head_dim=64),
+    "large": dict(vocab_size=8192, hidden_size=1024, intermediate_size=3072, num_layers=4,
+                  num_heads=16, num_kv_heads=8, head_dim=64),
 }
 
 
