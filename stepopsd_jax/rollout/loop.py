@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.envs.base import AgentProtocol
@@ -153,7 +154,6 @@ def _any_process_active(sampler: Sampler, all_done: bool) -> bool:
   of them, or the ones still decoding would wait for the others forever."""
   if jax.process_count() == 1 or getattr(sampler, "mesh", None) is None:
     return not all_done
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.min(multihost_utils.process_allgather(np.int32(all_done))) == 0)
 
 

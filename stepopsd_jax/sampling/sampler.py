@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jaxtyping import Array, Bool, Float, Int
 
@@ -237,7 +238,6 @@ def _generate_on_mesh(sampler: Sampler, weights, tokens: np.ndarray, mask: np.nd
     placed = NamedSharding(mesh, sharding.logical_to_spec(("batch", None), tokens.shape, mesh))
     tokens, mask = jax.device_put(tokens, placed), jax.device_put(mask, placed)
   else:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     b, p = np.asarray(multihost_utils.process_allgather(np.array(tokens.shape))).max(axis=0)
     grow = ((0, int(b) - tokens.shape[0]), (int(p) - tokens.shape[1], 0))
     tokens = np.pad(tokens, grow, constant_values=sampler.pad_id)
