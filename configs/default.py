@@ -5,7 +5,10 @@
 
 A from-scratch policy first learns the output format by behaviour cloning on trajectories of the
 uniform-random admissible policy (format only, never the expert's choices), then RL has to learn
-the one decision that matters: the door the clue names, at the critical room.
+the one decision that matters from the end-of-episode reward alone: the red door at room 2.
+`treasure_colours=1` fixes the treasure's colour, because a 64-wide policy trained from scratch
+cannot learn to read a clue (issue 4's notes); `--config.env.kwargs.treasure_colours=0` restores
+the clue-carrying task for a real checkpoint (`--config.model.path`).
 """
 
 import ml_collections
