@@ -71,6 +71,22 @@ def test_slurm_exports_the_coordinator_and_runs_one_process_per_gpu_or_node(
   assert srun[-5:] == ["-m", "stepopsd_jax.train", *TRAIN]
 
 
+def test_slurm_reads_a_long_host_list_without_sigpipe(tmp_path):
+  # `scontrol ... | head -n 1` under pipefail exits 141 once scontrol outlives head; a 20000-host
+  # list makes that race certain, so the script must read the whole list.
+  env = _fake_slurm(tmp_path, 2, "1")
+  (tmp_path / "scontrol").write_text("#!/bin/sh\necho gpu-a\nseq -f 'gpu-%g' 20000\n")
+  proc = _run("slurm_gpu.sbatch", *TRAIN, env=env)
+  assert proc.stdout.splitlines()[0] == "STEPOPSD_COORDINATOR=gpu-a:12345"
+
+
+def test_slurm_without_hosts_says_so(tmp_path):
+  env = _fake_slurm(tmp_path, 2, "1")
+  (tmp_path / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+  proc = _run("slurm_gpu.sbatch", *TRAIN, env=env, ok=False)
+  assert "printed no hosts" in proc.stderr
+
+
 def test_local_runs_one_or_several_processes():
   (single,) = _lines(_run("local.sh", "--dry-run", "--", *TRAIN))
   assert single == ["python", "-m", "stepopsd_jax.train", *TRAIN]
