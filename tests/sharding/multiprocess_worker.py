@@ -1,5 +1,9 @@
 """One process of the 2-process CPU test: 2 train steps over a global mesh, prints a checksum.
 
+After training, every process saves the state through `train.checkpoint.Checkpointer` (async
+orbax, each process writing its own shards) into the one directory given as argv[2], and restores
+it into a different mesh (fsdp over all devices), whose checksum must equal the trained one.
+
 Each process brings its own StepBatch (its own rows and prompt widths, as its own rollouts would)
 and `train.multihost.global_step_batch` joins them; the single-process reference joins the same
 two batches by hand (re-pad to the widest, offset the ids, concatenate the rows).
@@ -15,6 +19,7 @@ import os
 import sys
 
 LOCAL_DEVICES = int(sys.argv[1])
+CHECKPOINT_DIR = sys.argv[2]
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={LOCAL_DEVICES}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
@@ -28,7 +33,7 @@ sharding.maybe_initialize()  # before anything touches devices
 
 from stepopsd_jax import models, sampling, train  # noqa: E402
 from stepopsd_jax.rollout import stepbatch  # noqa: E402
-from stepopsd_jax.train import multihost  # noqa: E402
+from stepopsd_jax.train import checkpoint, multihost, state as train_state  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
 
 CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)
@@ -82,6 +87,28 @@ def local_replica(x: jax.Array) -> np.ndarray:
   return out
 
 
+def params_digest(params) -> tuple[str, list[float]]:
+  leaves = [local_replica(x) for x in jax.tree.leaves(params)]
+  digest = hashlib.sha256(b"".join(x.tobytes() for x in leaves)).hexdigest()
+  return digest, [float(np.abs(x).sum()) for x in leaves]
+
+
+def save_and_restore(state, tx) -> str:
+  """Saves at step 2 from every process, restores into mesh data=1 x fsdp=all: its digest."""
+  with checkpoint.Checkpointer(CHECKPOINT_DIR, every=1, keep=2) as ckpt:
+    ckpt.save(2, state, {"rng": jax.random.key_data(jax.random.key(5)), "step": 2})
+    ckpt.wait()
+  other = sharding.make_mesh(data=1, fsdp=-1, tensor=1)
+  with checkpoint.Checkpointer(CHECKPOINT_DIR, every=1, keep=2) as ckpt:
+    restored, extra, step = ckpt.restore_latest(train_state.abstract_state(CONFIG, tx, other))
+  assert step == 2 and extra["step"] == 2, (step, extra)
+  leaf = jax.tree.leaves(restored.params)[0]
+  assert leaf.sharding.mesh.shape == other.shape, leaf.sharding
+  # every process holds a full replica only with data=2, so compare after re-placing there
+  back = jax.device_put(restored.params, jax.tree.map(lambda x: x.sharding, state.params))
+  return params_digest(back)[0]
+
+
 def main() -> None:
   mesh = sharding.make_mesh(data=2, fsdp=-1, tensor=1)  # process i holds data replica i
   if jax.process_count() > 1:
@@ -101,12 +128,12 @@ def main() -> None:
   mine = PROMPTS if jax.process_count() == 1 else PROMPTS[2 * jax.process_index():][:2]
   sample = sampler.generate(state.params, mine, jax.random.key(7)).tokens.tolist()
   rows = episode_rows(mesh)
-  leaves = [local_replica(x) for x in jax.tree.leaves(state.params)]
-  digest = hashlib.sha256(b"".join(x.tobytes() for x in leaves)).hexdigest()
+  digest, leaf_sums = params_digest(state.params)
+  restored_digest = save_and_restore(state, tx)
   print("RESULT " + json.dumps({
       "process": jax.process_index(), "processes": jax.process_count(),
-      "devices": jax.device_count(), "sha256": digest,
-      "leaf_sums": [float(np.abs(x).sum()) for x in leaves],
+      "devices": jax.device_count(), "sha256": digest, "restored_sha256": restored_digest,
+      "leaf_sums": leaf_sums,
       "loss": float(metrics["loss"]), "sample": sample, "episode_rows": rows}), flush=True)
 
 

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+from stepopsd_jax import models, sharding, train
 from stepopsd_jax.sharding import distributed
+from stepopsd_jax.train import checkpoint, state as train_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,13 +57,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _worker(local_devices: int, extra_env: dict) -> subprocess.Popen:
+def _worker(local_devices: int, extra_env: dict, checkpoint_dir: Path) -> subprocess.Popen:
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("STEPOPSD_", "SLURM_", "TPU_", "XLA_FLAGS"))}
   env.update(extra_env, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
   return subprocess.Popen([sys.executable, "-m", "tests.sharding.multiprocess_worker",
-                           str(local_devices)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+                           str(local_devices), str(checkpoint_dir)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _result(proc: subprocess.Popen) -> dict:
@@ -70,18 +73,21 @@ def _result(proc: subprocess.Popen) -> dict:
   return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def test_two_processes_train_to_identical_parameters():
+def test_two_processes_train_to_identical_parameters(tmp_path):
   """2 processes x 2 CPU devices, mesh data=2 x fsdp=2 across them; and 1 process x 4 devices:
-  the same parameters after 2 steps, and the same greedy samples for the same prompts."""
+  the same parameters after 2 steps, and the same greedy samples for the same prompts; the
+  processes' joint orbax checkpoint restores (there, on another mesh, and here) to those params."""
   port = _free_port()
   procs = [_worker(2, {"STEPOPSD_COORDINATOR": f"localhost:{port}",
-                       "STEPOPSD_NUM_PROCESSES": "2", "STEPOPSD_PROCESS_ID": str(i)})
+                       "STEPOPSD_NUM_PROCESSES": "2", "STEPOPSD_PROCESS_ID": str(i)},
+                   tmp_path / "two")
            for i in range(2)]
-  reference = _worker(4, {})  # concurrently: the three compile at once
+  reference = _worker(4, {}, tmp_path / "one")  # concurrently: the three compile at once
   results = [_result(p) for p in procs]
   assert [r["process"] for r in results] == [0, 1]
   assert all(r["processes"] == 2 and r["devices"] == 4 for r in results)
   assert results[0]["sha256"] == results[1]["sha256"]
+  assert all(r["restored_sha256"] == r["sha256"] for r in results)
   assert results[0]["loss"] == results[1]["loss"]
   single = _result(reference)
   assert single["processes"] == 1 and single["devices"] == 4
@@ -91,3 +97,17 @@ def test_two_processes_train_to_identical_parameters():
   assert results[0]["sample"] + results[1]["sample"] == single["sample"]
   # rollouts: 4 episodes per process of 1 turn (process 0) and 3 turns (process 1, reference)
   assert [r["episode_rows"] for r in results] == [4, 12] and single["episode_rows"] == 12
+  assert single["restored_sha256"] == single["sha256"]
+  _check_restores_here(tmp_path / "two", results[0]["leaf_sums"])
+
+
+def _check_restores_here(directory: Path, leaf_sums: list[float]) -> None:
+  """The 2-process checkpoint, restored by this (single) process onto all of its devices."""
+  config = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)
+  tx = train.make_optimizer(1e-3, 0, 10)
+  mesh = sharding.make_mesh(data=1, fsdp=-1, tensor=1)
+  with checkpoint.Checkpointer(str(directory), every=1, keep=2) as ckpt:
+    state, _, step = ckpt.restore_latest(train_state.abstract_state(config, tx, mesh))
+  assert step == 2
+  sums = [float(np.abs(np.asarray(x, np.float32)).sum()) for x in jax.tree.leaves(state.params)]
+  np.testing.assert_allclose(sums, leaf_sums, rtol=1e-6)
