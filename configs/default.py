@@ -55,7 +55,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       gae_gamma=1.0, gae_lambda=1.0,  # ppo / steppo GAE (verl's defaults)
       value_clip=0.2,  # ppo / steppo clipped value loss; 0 disables the clip
       reinforce_group_baseline=False,  # reinforce_pp: subtract the group mean before whitening
-      opsd_beta=0.1, opsd_kl="k2"))  # opsd: beta x per-token KL(student || teacher) estimator
+      # opsd: beta x per-token KL(student || teacher) estimator. 0.01 here: with 0.1 the KL over
+      # the format tokens (0.1-0.4 nats/token to this tiny teacher) stops RL learning the choice
+      # (bench/results/estimators*.json; README "Training").
+      opsd_beta=0.01, opsd_kl="k2"))
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=3e-4, warmup_steps=5, weight_decay=0.0, grad_clip=1.0, b1=0.9, b2=0.99,
