@@ -57,10 +57,52 @@ class Trajectory:
 
 
 @dataclasses.dataclass
+class RolloutTally:
+  """The raw counts behind a rollout's metrics. Tallies of several processes merge exactly
+  (`merge_tallies`), where their metrics (means, rates, per-subset success) would not."""
+  subsets: list[str]
+  wins: list[bool]
+  returns: list[float]
+  steps: list[int]  # agent steps per episode
+  values: dict[str, float]  # counters: invalid actions, generated tokens, ...
+  seconds: dict[str, float]  # host time per phase
+  turns: int
+
+  def metrics(self) -> dict[str, float]:
+    out = outcome_metrics(self.subsets, self.wins, self.returns, self.steps)
+    out["turns"] = float(self.turns)
+    values = {key: 0.0 for key in ("invalid_actions", "env_invalid_actions", "truncated_prompts",
+                                   "env_errors", "generated_tokens")}
+    values.update({k: float(v) for k, v in self.values.items()})
+    out.update(values)
+    out["invalid_action_rate"] = values["invalid_actions"] / max(out["num_steps"], 1)
+    out["env_invalid_rate"] = values["env_invalid_actions"] / max(out["num_steps"], 1)
+    out.update({f"time/{k}_s": float(v) for k, v in self.seconds.items()})
+    return out
+
+
+def merge_tallies(tallies: Sequence[RolloutTally]) -> RolloutTally:
+  """One tally of all episodes: counters add up; seconds and turns are the slowest one's (the
+  processes of a multi-host rollout run side by side, in lock-step turns)."""
+  values, seconds = collections.Counter(), collections.Counter()
+  for t in tallies:
+    values.update(t.values)
+    seconds = seconds | collections.Counter(t.seconds)  # | keeps the maximum
+  return RolloutTally([s for t in tallies for s in t.subsets], [w for t in tallies for w in t.wins],
+                      [r for t in tallies for r in t.returns], [n for t in tallies for n in t.steps],
+                      dict(values), dict(seconds), max((t.turns for t in tallies), default=0))
+
+
+@dataclasses.dataclass
 class RolloutResult:
   batch: StepBatch
   trajectories: list[Trajectory]
-  metrics: dict[str, float]
+  tally: RolloutTally
+
+  @property
+  def metrics(self) -> dict[str, float]:
+    """This process's episodes; `train.multihost.global_rollout_metrics` for all processes'."""
+    return self.tally.metrics()
 
 
 @functools.lru_cache(maxsize=4)
@@ -145,7 +187,7 @@ def collect(sampler: Sampler, weights: Any, tokenizer, env_name: str,
   batch = build_step_batch(rows, pad_id=sampler.pad_id,
                            response_len=sampler.params.max_new_tokens, buckets=sampler.buckets)
   counters.seconds["total"] = time.perf_counter() - start
-  return RolloutResult(batch, trajs, _metrics(trajs, counters, turn))
+  return RolloutResult(batch, trajs, _tally(trajs, counters, turn))
 
 
 def _any_process_active(sampler: Sampler, all_done: bool) -> bool:
@@ -266,15 +308,8 @@ def outcome_metrics(subsets: Sequence[str], wins: Sequence[bool], returns: Seque
   return out
 
 
-def _metrics(trajs: list[Trajectory], counters: _Counters, turns: int) -> dict[str, float]:
-  out = outcome_metrics([t.task.subset for t in trajs], [t.won for t in trajs],
-                        [t.ret for t in trajs], [len(t.rows) for t in trajs])
-  out["turns"] = float(turns)
-  for key in ("invalid_actions", "env_invalid_actions", "truncated_prompts", "env_errors",
-              "generated_tokens"):
-    out[key] = 0.0
-  out.update({k: float(v) for k, v in counters.values.items()})
-  out["invalid_action_rate"] = counters.values["invalid_actions"] / max(out["num_steps"], 1)
-  out["env_invalid_rate"] = counters.values["env_invalid_actions"] / max(out["num_steps"], 1)
-  out.update({f"time/{k}_s": v for k, v in counters.seconds.items()})
-  return out
+def _tally(trajs: list[Trajectory], counters: _Counters, turns: int) -> RolloutTally:
+  return RolloutTally([t.task.subset for t in trajs], [bool(t.won) for t in trajs],
+                      [float(t.ret) for t in trajs], [len(t.rows) for t in trajs],
+                      {k: float(v) for k, v in counters.values.items()},
+                      {k: float(v) for k, v in counters.seconds.items()}, turns)

@@ -5,9 +5,16 @@ bucketed widths. Before the jitted step the processes agree on the widest shapes
 all-gather), re-pad to them, make trajectory and group ids unique across processes, and place
 their rows as their part of one global array (rows over the mesh's data and fsdp axes). On one
 process this is the identity.
+
+The rollout metrics that process 0 logs are likewise of every process's episodes: each process's
+raw tally (outcomes and counters) is all-gathered and merged before the means are taken.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
 
 import jax
 import numpy as np
@@ -15,6 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from stepopsd_jax import sharding
+from stepopsd_jax.rollout import loop
 from stepopsd_jax.rollout.stepbatch import repad
 
 ID_FIELDS = ("traj_id", "group_id")  # anchor groups are keyed by (group_id, anchor_id)
@@ -44,3 +52,23 @@ def global_step_batch(arrays: dict[str, np.ndarray], mesh: Mesh, pad_id: int = 0
   local = offset_ids(repad(arrays, *map(int, widest), pad_id=pad_id), jax.process_index())
   rows = sharding.batch_sharding(mesh, 1).spec  # rows over (data, fsdp); the rest replicated
   return multihost_utils.host_local_array_to_global_array(local, mesh, rows)
+
+
+def allgather_json(obj: Any) -> list[Any]:
+  """Every process's JSON-serialisable `obj`, in process order (a list of one on one process)."""
+  if jax.process_count() == 1:
+    return [obj]
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.int32(data.size))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+  return [json.loads(row[:n].tobytes()) for row, n in zip(gathered, sizes)]
+
+
+def global_rollout_metrics(tally: loop.RolloutTally) -> dict[str, float]:
+  """Rollout metrics over all processes' episodes (this process's own on one process)."""
+  if jax.process_count() == 1:
+    return tally.metrics()
+  tallies = [loop.RolloutTally(**t) for t in allgather_json(dataclasses.asdict(tally))]
+  return loop.merge_tallies(tallies).metrics()

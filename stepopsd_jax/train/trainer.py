@@ -126,9 +126,10 @@ def _rl_step(setup: Setup, state, tasks, base_rng, step: int):
                                                              step))
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   t2 = time.perf_counter()
-  timing = {"rollout_s": t1 - t0, "train_s": t2 - t1,
-            "tokens_per_s": rollout.metrics["generated_tokens"] / max(t1 - t0, 1e-9)}
-  return state, rollout.metrics, metrics, timing
+  rollout_metrics = multihost.global_rollout_metrics(rollout.tally)  # all processes' episodes
+  timing = {"rollout_s": t1 - t0, "train_s": t2 - t1,  # the processes roll out in lock-step
+            "tokens_per_s": rollout_metrics["generated_tokens"] / max(t1 - t0, 1e-9)}
+  return state, rollout_metrics, metrics, timing
 
 
 def run(config, workdir: str) -> dict[str, float]:

@@ -127,3 +127,29 @@ def test_fuzzed_model_outputs_never_raise(tokenizer, outputs, mode):
   m = result.metrics
   assert m["num_steps"] == 8 and 0 <= m["invalid_actions"] <= 8
   assert (result.batch.control_mask <= result.batch.response_mask).all()
+
+
+def test_tallies_of_two_processes_merge_into_the_joint_metrics():
+  """Means and rates are recomputed over all episodes, counters add up, seconds and turns are the
+  slowest process's (hand-computed)."""
+  a = loop.RolloutTally(["pick", "pick"], [True, False], [1.0, 0.0], [1, 3],
+                        {"invalid_actions": 1, "generated_tokens": 10}, {"env": 1.0, "total": 2.0},
+                        turns=3)
+  b = loop.RolloutTally(["heat"], [True], [0.5], [2],
+                        {"generated_tokens": 5, "invalid/no_tags": 2}, {"env": 3.0, "total": 1.5},
+                        turns=2)
+  m = loop.merge_tallies([a, b]).metrics()
+  expected = {"success": 2 / 3, "success/pick": 0.5, "success/heat": 1.0, "return": 0.5,
+              "episode_steps": 2.0, "num_trajectories": 3.0, "num_steps": 6.0, "turns": 3.0,
+              "invalid_actions": 1.0, "generated_tokens": 15.0, "invalid/no_tags": 2.0,
+              "env_invalid_actions": 0.0, "invalid_action_rate": 1 / 6, "env_invalid_rate": 0.0,
+              "time/env_s": 3.0, "time/total_s": 2.0, "truncated_prompts": 0.0, "env_errors": 0.0}
+  assert m == pytest.approx(expected) and set(m) == set(expected)
+  assert loop.merge_tallies([a]).metrics() == a.metrics()
+
+
+def test_rollout_metrics_come_from_its_tally(random_rollout):
+  result = random_rollout
+  assert result.metrics == result.tally.metrics()
+  assert result.metrics["num_trajectories"] == len(result.trajectories)
+  assert result.metrics["num_steps"] == result.batch.num_rows

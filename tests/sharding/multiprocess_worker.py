@@ -54,9 +54,10 @@ def joined_by_hand(n: int) -> dict:
   return {k: np.concatenate([b[k] for b in local]) for k in local[0]}
 
 
-def episode_rows(mesh) -> int:
+def episode_rows(mesh) -> tuple[int, dict]:
   """Multi-turn rollouts with a global sampler: process 0's episodes last 1 turn, process 1's 3,
-  so process 0 must keep joining the decode until process 1 is done (a deadlock otherwise)."""
+  so process 0 must keep joining the decode until process 1 is done (a deadlock otherwise).
+  Returns this process's StepBatch rows and the rollout metrics over all processes' episodes."""
   from stepopsd_jax import envs  # pylint: disable=g-import-not-at-top
   from stepopsd_jax.rollout import (  # pylint: disable=g-import-not-at-top
       loop, prompts, random_policy)
@@ -74,7 +75,8 @@ def episode_rows(mesh) -> int:
                           num_choices=2, critical_step=1)
   result = loop.collect(sampler, weights, tokenizer, env, tasks, jax.random.key(3),
                         loop.RolloutConfig(group_size=2))
-  return result.batch.num_rows
+  metrics = multihost.global_rollout_metrics(result.tally)
+  return result.batch.num_rows, {k: metrics[k] for k in ("num_trajectories", "num_steps", "turns")}
 
 
 def local_replica(x: jax.Array) -> np.ndarray:
@@ -127,14 +129,15 @@ def main() -> None:
                              mesh=mesh)
   mine = PROMPTS if jax.process_count() == 1 else PROMPTS[2 * jax.process_index():][:2]
   sample = sampler.generate(state.params, mine, jax.random.key(7)).tokens.tolist()
-  rows = episode_rows(mesh)
+  rows, rollout_metrics = episode_rows(mesh)
   digest, leaf_sums = params_digest(state.params)
   restored_digest = save_and_restore(state, tx)
   print("RESULT " + json.dumps({
       "process": jax.process_index(), "processes": jax.process_count(),
       "devices": jax.device_count(), "sha256": digest, "restored_sha256": restored_digest,
       "leaf_sums": leaf_sums,
-      "loss": float(metrics["loss"]), "sample": sample, "episode_rows": rows}), flush=True)
+      "loss": float(metrics["loss"]), "sample": sample, "episode_rows": rows,
+      "rollout_metrics": rollout_metrics}), flush=True)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,10 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
   assert results[0]["sample"] + results[1]["sample"] == single["sample"]
   # rollouts: 4 episodes per process of 1 turn (process 0) and 3 turns (process 1, reference)
   assert [r["episode_rows"] for r in results] == [4, 12] and single["episode_rows"] == 12
+  # the logged rollout metrics count both processes' episodes: 4 x 1 step + 4 x 3 steps
+  for r in results:
+    assert r["rollout_metrics"] == {"num_trajectories": 8, "num_steps": 16, "turns": 3}
+  assert single["rollout_metrics"] == {"num_trajectories": 4, "num_steps": 12, "turns": 3}
   assert single["restored_sha256"] == single["sha256"]
   _check_restores_here(tmp_path / "two", results[0]["leaf_sums"])
 
