@@ -99,7 +99,7 @@ class RolloutResult:
   trajectories: list[Trajectory]
   tally: RolloutTally
 
-  @property
+  @functools.cached_property
   def metrics(self) -> dict[str, float]:
     """This process's episodes; `train.multihost.global_rollout_metrics` for all processes'."""
     return self.tally.metrics()
