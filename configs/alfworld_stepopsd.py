@@ -84,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.algo = ml_collections.ConfigDict(dict(
       estimator=a["estimator"], alpha_clip=0.2, lambda_mix=0.5, credit_budget="trajectory",
       norm_by_std=True, clip_low=0.2, clip_high=0.28, loss_agg="token_mean", kl_coef=0.01,
-      kl_estimator="k3", entropy_coef=0.001, teacher="policy", ema_decay=0.99, temperature=1.0,
+      kl_estimator="k3", entropy_coef=0.001, teacher="policy", ema_decay=0.99,
       micro_batches=32,  # <= 256 rows of <= 4096 + 512 tokens at a time; tune to memory
       gamma=0.95,  # gigpo: discount of step returns in anchor groups (verl-agent's gamma)
       gigpo_step_weight=1.0,  # gigpo: omega in A = A^E + omega A^S

@@ -48,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       estimator=a["estimator"],  # grpo stepopsd dr_grpo rloo reinforce_pp gigpo ppo steppo opsd
       alpha_clip=0.2, lambda_mix=0.5, credit_budget="trajectory",
       norm_by_std=True, clip_low=0.2, clip_high=0.28, loss_agg="token_mean", kl_coef=0.0,
-      kl_estimator="k3", entropy_coef=0.0, teacher="policy", ema_decay=0.99, temperature=1.0,
+      kl_estimator="k3", entropy_coef=0.0, teacher="policy", ema_decay=0.99,
       micro_batches=1,
       gamma=0.95,  # gigpo: discount of step returns in anchor groups (ppo/steppo: gae_gamma)
       gigpo_step_weight=1.0,  # gigpo: omega in A = A^E + omega A^S

@@ -62,9 +62,9 @@ def scripted_table(config, name: str) -> tuple[dict[str, float], list]:
   """(metrics, tasks) of the env protocol's `oracle` or `random` policy on the eval tasks."""
   tasks = make_task_set(config, "eval")
   agent = protocol.for_env(config.env.name)
-  policy = agent.oracle_policy if name == "oracle" else agent.random_policy(config.seed)
+  policy = agent.oracle_policy if name == "oracle" else agent.random_policy
   episodes = scripted.play(config.env.name, tasks, policy, prompt_config(config),
-                           env_seed=EVAL_ENV_SEED)
+                           env_seed=EVAL_ENV_SEED, policy_seed=config.seed)
   return scripted.episode_metrics(episodes), tasks
 
 

@@ -8,12 +8,13 @@ from stepopsd_jax.algorithms.gae import step_gae, token_gae
 from stepopsd_jax.algorithms.gigpo import (anchor_groups, gigpo_advantages,
                                            gigpo_step_advantages, similarity_anchor_ids)
 from stepopsd_jax.algorithms.opsd import OPSD_KL_ESTIMATORS, opsd_kl_terms
-from stepopsd_jax.algorithms.segments import discounted_return_to_go, masked_whiten
+from stepopsd_jax.algorithms.segments import (dense_group_ids, discounted_return_to_go,
+                                              masked_whiten)
 from stepopsd_jax.algorithms.stepopsd import (
     CREDIT_BUDGETS, apply_credit_budget, mix, shaping_weights, stepopsd_shape, token_weights)
 
 __all__ = ["CREDIT_BUDGETS", "OPSD_KL_ESTIMATORS", "anchor_groups", "apply_credit_budget",
-           "discounted_return_to_go", "dr_grpo_advantages", "explained_variance",
+           "dense_group_ids", "discounted_return_to_go", "dr_grpo_advantages", "explained_variance",
            "gigpo_advantages", "gigpo_step_advantages", "grpo_advantages", "masked_whiten", "mix",
            "opsd_kl_terms", "reinforce_pp_advantages", "rloo_advantages", "shaping_weights",
            "similarity_anchor_ids", "step_gae", "stepopsd_shape", "token_gae", "token_weights",

@@ -12,6 +12,8 @@ import importlib
 import time
 from typing import Any, Callable, Protocol
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -182,7 +184,10 @@ def _checked(result: Any) -> StepResult:
   return result
 
 
-Policy = Callable[[Env, StepResult], str]  # (env, current result) -> the whole response text
+# (env, current result, the episode's generator) -> the whole response text. A random policy
+# draws only from the generator it is given: `rollout.scripted.play` makes one per episode,
+# keyed by (seed, task id, episode), so episodes never replay each other's draws.
+Policy = Callable[[Env, StepResult, np.random.Generator], str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,8 +208,8 @@ class AgentProtocol:
   format_instruction: str | None = None
   # (description, history, result, prompt_cfg) -> the user message of a step.
   user_text: Callable[..., str] | None = None
-  # seed -> a policy of random well-formed responses (format warm-up, tokenizer texts).
-  random_policy: Callable[[int], Policy] | None = None
+  # Random well-formed responses (format warm-up, tokenizer texts).
+  random_policy: Policy | None = None
   oracle_policy: Policy | None = None  # `evaluate --policy=oracle`
   # (envs, actions) -> anything: batched work (e.g. retrieval) just before `BatchedEnv.step`.
   prefetch: Callable[[list[Env], list[str | None]], Any] | None = None

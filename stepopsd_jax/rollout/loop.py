@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.envs.base import AgentProtocol
-from stepopsd_jax.rollout import parse, prompts, protocol
+from stepopsd_jax.rollout import hindsight, parse, prompts, protocol
 from stepopsd_jax.rollout.stepbatch import StepBatch, StepRow, build_step_batch
 from stepopsd_jax.sampling import Buckets, Sampler, SamplingParams
 
@@ -39,6 +39,7 @@ class RolloutConfig:
   max_steps: int | None = None  # None: the env's own limit
   hindsight_sibling: bool = True  # show a successful sibling's actions to the teacher
   hindsight_reference: bool = False  # show the task's reference (expert plan / answer)
+  teacher_prompts: bool = True  # build hindsight teacher prompts (only stepopsd/opsd read them)
   prompt: prompts.PromptConfig = prompts.PromptConfig()
 
 
@@ -72,7 +73,8 @@ class RolloutTally:
     out = outcome_metrics(self.subsets, self.wins, self.returns, self.steps)
     out["turns"] = float(self.turns)
     values = {key: 0.0 for key in ("invalid_actions", "env_invalid_actions", "truncated_prompts",
-                                   "env_errors", "generated_tokens")}
+                                   "env_errors", "generated_tokens", "hindsight_rows",
+                                   "hindsight_shortened", "hindsight_dropped")}
     values.update({k: float(v) for k, v in self.values.items()})
     out.update(values)
     out["invalid_action_rate"] = values["invalid_actions"] / max(out["num_steps"], 1)
@@ -183,7 +185,7 @@ def collect(sampler: Sampler, weights: Any, tokenizer, env_name: str,
     turn += 1
   counters.seconds["env"] += env.env_reset_seconds
   counters.values["env_errors"] += env.num_env_errors
-  rows = _finish(trajs, tokenizer, cfg)
+  rows = _finish(trajs, tokenizer, cfg, sampler.buckets.prompt[-1], counters)
   batch = build_step_batch(rows, pad_id=sampler.pad_id,
                            response_len=sampler.params.max_new_tokens, buckets=sampler.buckets)
   counters.seconds["total"] = time.perf_counter() - start
@@ -227,7 +229,8 @@ def _turn(sampler, weights, tokenizer, trajs, results, rng, cfg: RolloutConfig,
   texts = vocab_texts(tokenizer, sampler.config.vocab_size)
   user_texts = [protocol.user_text(proto, t.description, t.history, r, cfg.prompt)
                 for t, r in zip(trajs, results)]
-  prompt_ids = [render(tokenizer, u, cfg.prompt) for u in user_texts]
+  limit = sampler.buckets.prompt[-1]  # the sampler keeps the last `limit` tokens of a prompt
+  prompt_ids = [render(tokenizer, u, cfg.prompt)[-limit:] for u in user_texts]
   counters.seconds["prompt"] += time.perf_counter() - t0
   t0 = time.perf_counter()
   out = sampler.generate(weights, prompt_ids, rng)
@@ -243,7 +246,7 @@ def _turn(sampler, weights, tokenizer, trajs, results, rng, cfg: RolloutConfig,
       counters.values["invalid_actions"] += 1
       counters.values[f"invalid/{parsed.reason}"] += 1
     traj.rows.append(StepRow(
-        prompt=prompt_ids[k], teacher_prompt=prompt_ids[k], response=response,
+        prompt=prompt_ids[k], teacher_prompt=[], response=response,
         logprobs=[float(x) for x in out.logprobs[k, :out.lengths[k]]],
         control=list(parse.control_mask([texts[t] for t in response], cfg.control_mode,
                                         proto.action_tags)),
@@ -268,32 +271,46 @@ def _record_step(traj: Trajectory, result: envs_lib.StepResult | None, counters)
     traj.won = bool(result.info.get("won", False))
 
 
-def _finish(trajs: list[Trajectory], tokenizer, cfg: RolloutConfig) -> list[StepRow]:
-  """Fills returns, trajectory ids and hindsight teacher prompts; returns all rows in order."""
+def _finish(trajs: list[Trajectory], tokenizer, cfg: RolloutConfig, limit: int,
+            counters: _Counters) -> list[StepRow]:
+  """Fills returns, dense trajectory/group ids and hindsight teacher prompts (at most `limit`
+  tokens); returns all rows in order."""
   by_group = collections.defaultdict(list)
   for i, traj in enumerate(trajs):
     traj.ret = float(sum(r.step_reward for r in traj.rows))
     by_group[traj.group_id].append(i)
+  # Ids in [0, rows): trajectories (and groups) with no rows, e.g. an env that failed at reset,
+  # take no id, so the estimators' segment sums over B rows see every trajectory.
+  with_rows = [i for i, t in enumerate(trajs) if t.rows]
+  traj_ids = {i: k for k, i in enumerate(with_rows)}
+  group_ids = {g: k for k, g in enumerate(dict.fromkeys(trajs[i].group_id for i in with_rows))}
   rows = []
-  for i, traj in enumerate(trajs):
-    demo = _demo_actions(trajs, by_group[traj.group_id], i) if cfg.hindsight_sibling else None
-    block = prompts.hindsight_block(traj.won, traj.ret, demo,
-                                    traj.task.reference if cfg.hindsight_reference else None)
+  for i in with_rows:
+    traj = trajs[i]
+    h = _hindsight(trajs, by_group[traj.group_id], i, cfg)
     for row, text in zip(traj.rows, traj.user_texts):
-      row.traj_id, row.traj_return, row.traj_success = i, traj.ret, traj.won
-      if block is not None:
-        row.teacher_prompt = render(tokenizer, text + "\n\n" + block, cfg.prompt)
+      row.traj_id, row.group_id = traj_ids[i], group_ids[traj.group_id]
+      row.traj_return, row.traj_success = traj.ret, traj.won
+      if cfg.teacher_prompts:
+        fitted = hindsight.teacher_prompt(lambda t: render(tokenizer, t, cfg.prompt), text, h,
+                                          row.step_idx, limit, row.prompt)
+        row.teacher_prompt, row.has_hindsight = fitted.tokens, fitted.has_hindsight
+        counters.values["hindsight_rows"] += fitted.has_hindsight
+        counters.values["hindsight_shortened"] += fitted.shortened and fitted.has_hindsight
+        counters.values["hindsight_dropped"] += fitted.shortened and not fitted.has_hindsight
       rows.append(row)
   return rows
 
 
-def _demo_actions(trajs: list[Trajectory], group: list[int], me: int) -> list[str] | None:
-  """Actions of the shortest successful trajectory of the group, a sibling before oneself."""
-  winners = [j for j in group if trajs[j].won]
-  if not winners:
-    return None
-  best = min(winners, key=lambda j: (len(trajs[j].rows), j == me, j))
-  return trajs[best].actions
+def _hindsight(trajs: list[Trajectory], group: list[int], me: int,
+               cfg: RolloutConfig) -> hindsight.Hindsight:
+  traj = trajs[me]
+  demo = None
+  if cfg.hindsight_sibling:
+    j = hindsight.demo_source([t.won for t in trajs], [len(t.rows) for t in trajs], group, me)
+    demo = tuple(trajs[j].actions) if j is not None else None
+  return hindsight.Hindsight(traj.won, traj.ret, demo,
+                             traj.task.reference if cfg.hindsight_reference else None)
 
 
 def outcome_metrics(subsets: Sequence[str], wins: Sequence[bool], returns: Sequence[float],

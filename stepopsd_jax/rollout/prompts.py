@@ -1,4 +1,4 @@
-"""Prompt text for one agent step, and the hindsight block of the StepOPSD teacher (DESIGN 4.8).
+"""Prompt text for one agent step (the teacher's hindsight block is in `hindsight.py`).
 
 The student sees: the task, the last k (observation, action) pairs, the current observation and
 the admissible actions, as one user message rendered with the tokenizer's chat template. The
@@ -48,18 +48,7 @@ def messages(user_text: str, cfg: PromptConfig) -> list[dict]:
 
 def hindsight_block(won: bool, traj_return: float, demo_actions: Sequence[str] | None,
                     reference: str | None) -> str | None:
-  """Outcome + a successful sibling's actions (+ optional reference); None when no block exists.
-
-  Without a successful trajectory in the group or a reference there is nothing privileged to
-  show, and the teacher context equals the student's (no reshaping).
-  """
-  if demo_actions is None and reference is None:
-    return None
-  lines = [f"[Hindsight] This attempt {'succeeded' if won else 'failed'} "
-           f"(return {traj_return:g})."]
-  if demo_actions is not None:
-    steps = "; ".join(f"{i + 1}. {a}" for i, a in enumerate(demo_actions))
-    lines.append(f"A successful attempt at this task took these actions: {steps}")
-  if reference is not None:
-    lines.append(f"Reference: {reference}")
-  return "\n".join(lines)
+  """The whole hindsight block (`rollout.hindsight.block` at step 0, nothing left out)."""
+  from stepopsd_jax.rollout import hindsight  # pylint: disable=g-import-not-at-top
+  demo = tuple(demo_actions) if demo_actions is not None else None
+  return hindsight.block(hindsight.Hindsight(won, traj_return, demo, reference), step=0)

@@ -21,24 +21,21 @@ RESPONSE_TEMPLATE = "<think>I pick one of the admissible actions.</think><action
 EXPERT_TEMPLATE = "<think>The expert's action.</think><action>{}</action>"
 
 
-def random_admissible_policy(seed: int) -> Policy:
-  """Uniform-random admissible actions in the default tags (format only, never the expert's)."""
-  rng = np.random.default_rng(seed)
-
-  def policy(env: envs_lib.Env, result: envs_lib.StepResult) -> str:
-    del env
-    admissible = result.info.get("admissible_actions")
-    if not admissible:
-      raise ValueError("The random warm-up policy picks from info['admissible_actions'], which "
-                       "this env does not give: register a protocol with a random_policy.")
-    return RESPONSE_TEMPLATE.format(rng.choice(admissible))
-
-  return policy
+def random_admissible_policy(env: envs_lib.Env, result: envs_lib.StepResult,
+                             rng: np.random.Generator) -> str:
+  """A uniform-random admissible action in the default tags (format only, never the expert's)."""
+  del env
+  admissible = result.info.get("admissible_actions")
+  if not admissible:
+    raise ValueError("The random warm-up policy picks from info['admissible_actions'], which "
+                     "this env does not give: register a protocol with a random_policy.")
+  return RESPONSE_TEMPLATE.format(admissible[int(rng.integers(len(admissible)))])
 
 
-def expert_policy(env: envs_lib.Env, result: envs_lib.StepResult) -> str:
+def expert_policy(env: envs_lib.Env, result: envs_lib.StepResult,
+                  rng: np.random.Generator) -> str:
   """The env's expert action in the default tags."""
-  del result
+  del result, rng
   return EXPERT_TEMPLATE.format(env.expert_action())
 
 

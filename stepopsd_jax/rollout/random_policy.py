@@ -14,8 +14,9 @@ from stepopsd_jax.rollout import prompts, protocol, scripted
 def random_policy_texts(env_name: str, tasks: Sequence[envs_lib.Task],
                         prompt_cfg: prompts.PromptConfig, seed: int) -> list[tuple[str, str]]:
   """(user message, response text) of every step of one random-policy episode per task."""
-  policy = protocol.for_env(env_name).random_policy(seed)
-  episodes = scripted.play(env_name, tasks, policy, prompt_cfg, env_seed=seed, batch_size=1)
+  policy = protocol.for_env(env_name).random_policy
+  episodes = scripted.play(env_name, tasks, policy, prompt_cfg, env_seed=seed, policy_seed=seed,
+                           batch_size=1)
   return [step for episode in episodes for step in episode.steps]
 
 

@@ -8,7 +8,10 @@ warm-up examples show exactly the prompts the policy will see in rollouts.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
+
+import numpy as np
 
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax.envs.base import AgentProtocol, Policy
@@ -25,25 +28,34 @@ class Episode:
   error: bool = False  # the env failed (BatchedEnv's counted env error)
 
 
+def episode_rng(seed: int, task_id: str, episode: int = 0) -> np.random.Generator:
+  """The generator of one scripted episode: keyed by (seed, task, episode), so building data
+  task by task, or chunk by chunk, never replays one sequence of draws."""
+  return np.random.default_rng([seed, zlib.crc32(task_id.encode()), episode])
+
+
 def play(env_name: str, tasks: Sequence[envs_lib.Task], policy: Policy,
-         prompt_cfg: prompts.PromptConfig, *, env_seed: int = 0, batch_size: int | None = None,
+         prompt_cfg: prompts.PromptConfig, *, env_seed: int = 0, policy_seed: int = 0,
+         episode: int = 0, batch_size: int | None = None,
          max_steps: int | None = None) -> list[Episode]:
   """One episode per task, `batch_size` envs stepped together (all of them by default).
 
-  The env of task k is built with seed `env_seed + k`. With batch_size=1 the policy is called
-  episode after episode, so a seeded random policy draws in task order.
+  The env of task k is built with seed `env_seed + k`; the policy draws from
+  `episode_rng(policy_seed, task_id, episode)`.
   """
   proto = protocol.for_env(env_name)
   size = batch_size or max(len(tasks), 1)
   episodes = []
   for start in range(0, len(tasks), size):
-    episodes += _play_batch(env_name, proto, list(tasks[start:start + size]), policy, prompt_cfg,
-                            env_seed + start, max_steps)
+    chunk = list(tasks[start:start + size])
+    rngs = [episode_rng(policy_seed, t.task_id, episode) for t in chunk]
+    episodes += _play_batch(env_name, proto, chunk, policy, rngs, prompt_cfg, env_seed + start,
+                            max_steps)
   return episodes
 
 
 def _play_batch(env_name: str, proto: AgentProtocol, tasks: list[envs_lib.Task], policy: Policy,
-                prompt_cfg: prompts.PromptConfig, seed: int,
+                rngs: list[np.random.Generator], prompt_cfg: prompts.PromptConfig, seed: int,
                 max_steps: int | None) -> list[Episode]:
   env = envs_lib.BatchedEnv(lambda i: envs_lib.make_env(env_name, seed=seed + i), len(tasks),
                             max_steps=max_steps)
@@ -54,7 +66,7 @@ def _play_batch(env_name: str, proto: AgentProtocol, tasks: list[envs_lib.Task],
   while not env.all_done:
     actions: list[str | None] = [None] * len(tasks)
     for i in (i for i in range(len(tasks)) if not env.done[i]):
-      response = policy(env.envs[i], results[i])
+      response = policy(env.envs[i], results[i], rngs[i])
       parsed = proto.parse_response(response)
       episodes[i].steps.append((protocol.user_text(proto, descriptions[i], histories[i],
                                                    results[i], prompt_cfg), response))

@@ -31,6 +31,7 @@ class StepBatch:
   traj_return: np.ndarray  # f32 [B]
   traj_success: np.ndarray  # bool [B]
   anchor_id: np.ndarray  # int32 [B]
+  has_hindsight: np.ndarray  # bool [B], the teacher prompt holds a hindsight block
   row_valid: np.ndarray  # bool [B]
 
   @property
@@ -56,13 +57,25 @@ class StepRow:
   anchor_id: int
   traj_return: float = 0.0
   traj_success: bool = False
+  has_hindsight: bool = False
 
 
 def _bucket(sizes: tuple[int, ...], n: int, what: str) -> int:
   size = Buckets.pick(sizes, n)
   if size is None:
-    raise ValueError(f"{n} {what} exceed the largest bucket {sizes[-1]}; add a larger bucket.")
+    raise ValueError(f"{n} {what} exceed the largest bucket {sizes[-1]}; add a larger bucket "
+                     "(the rollout loop keeps prompts within it: build rows with it).")
   return size
+
+
+def check_ids(traj_id: np.ndarray, group_id: np.ndarray, row_valid: np.ndarray) -> None:
+  """The estimators' segment sums have one slot per row: ids must lie in [0, B)."""
+  b = len(row_valid)
+  for name, ids in (("traj_id", traj_id), ("group_id", group_id)):
+    bad = ids[row_valid & ((ids < 0) | (ids >= b))]
+    if bad.size:
+      raise ValueError(f"{name} {bad[:4].tolist()} outside [0, {b}) (the batch's rows): number "
+                       "trajectories and groups densely from 0, e.g. by order of first row.")
 
 
 def pad_left(seqs: Sequence[Sequence[int]], width: int, pad_id: int, rows: int) -> tuple:
@@ -89,6 +102,9 @@ def build_step_batch(rows: Sequence[StepRow], *, pad_id: int, response_len: int,
   b = _bucket(buckets.batch, max(len(rows), 1), "step rows")
   p = _bucket(buckets.prompt, max([len(r.prompt) for r in rows] + [1]), "prompt tokens")
   pt = _bucket(buckets.prompt, max([len(r.teacher_prompt) for r in rows] + [1]), "teacher tokens")
+  valid = np.arange(b) < len(rows)
+  check_ids(np.array([r.traj_id for r in rows] + [0] * (b - len(rows))),
+            np.array([r.group_id for r in rows] + [0] * (b - len(rows))), valid)
   prompt, prompt_mask = pad_left([r.prompt for r in rows], p, pad_id, b)
   teacher, teacher_mask = pad_left([r.teacher_prompt for r in rows], pt, pad_id, b)
   lengths = [len(r.response) for r in rows]
@@ -107,7 +123,7 @@ def build_step_batch(rows: Sequence[StepRow], *, pad_id: int, response_len: int,
       group_id=column("group_id", np.int32), step_reward=column("step_reward", np.float32),
       traj_return=column("traj_return", np.float32),
       traj_success=column("traj_success", bool), anchor_id=column("anchor_id", np.int32),
-      row_valid=np.arange(b) < len(rows))
+      has_hindsight=column("has_hindsight", bool), row_valid=valid)
 
 
 def repad(arrays: dict[str, np.ndarray], rows: int, prompt_len: int, teacher_len: int,

@@ -55,7 +55,8 @@ BATCH_FIELDS = {
     "control_mask": ("BR", bool), "behavior_logprobs": ("BR", jnp.float32),
     "traj_id": ("B", jnp.int32), "step_idx": ("B", jnp.int32), "group_id": ("B", jnp.int32),
     "step_reward": ("B", jnp.float32), "traj_return": ("B", jnp.float32),
-    "traj_success": ("B", bool), "anchor_id": ("B", jnp.int32), "row_valid": ("B", bool),
+    "traj_success": ("B", bool), "anchor_id": ("B", jnp.int32),
+    "has_hindsight": ("B", bool), "row_valid": ("B", bool),
 }
 
 

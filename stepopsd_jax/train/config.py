@@ -143,6 +143,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _require(r.control_mode in ("action_only", "no_observation", "all"),
            f"rollout.control_mode={r.control_mode!r}: choose action_only, no_observation or all.")
   _require(r.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1.")
+  _require("temperature" not in a,
+           "algo.temperature is not a key: the step scores tokens at rollout.temperature, the "
+           "temperature they were sampled at; set --config.rollout.temperature instead.")
+  _require(r.temperature > 0,
+           f"rollout.temperature={r.temperature} must be > 0 (training samples; greedy decoding "
+           "is for evaluation only); e.g. --config.rollout.temperature=1.0")
   _require(config.env.name in envs.known_envs(),
            f"env.name={config.env.name!r}: known envs are {envs.known_envs()}.")
   try:

@@ -1,9 +1,11 @@
 """One global StepBatch from every process's own rollouts (multi-host training).
 
 Each process rolls out its own shard of the tasks, so its StepBatch has its own rows and its own
-bucketed widths. Before the jitted step the processes agree on the widest shapes (one small
-all-gather), re-pad to them, make trajectory and group ids unique across processes, and place
-their rows as their part of one global array (rows over the mesh's data and fsdp axes). On one
+bucketed widths, and numbers its trajectories and groups from 0. Before the jitted step the
+processes agree on the widest shapes (one small all-gather), re-pad to them, and place their rows
+as their part of one global array (rows over the mesh's data and fsdp axes). Process i's rows
+sit at [i * rows, (i + 1) * rows) of it, and its ids move by the same offset, so they stay
+unique and inside [0, B) of the global batch (the step renumbers them densely anyway). On one
 process this is the identity.
 
 The rollout metrics that process 0 logs are likewise of every process's episodes: each process's
@@ -23,18 +25,17 @@ from jax.sharding import Mesh
 
 from stepopsd_jax import sharding
 from stepopsd_jax.rollout import loop
-from stepopsd_jax.rollout.stepbatch import repad
+from stepopsd_jax.rollout.stepbatch import check_ids, repad
 
 ID_FIELDS = ("traj_id", "group_id")  # anchor groups are keyed by (group_id, anchor_id)
-ID_STRIDE = 1 << 20  # ids of process i start at i * ID_STRIDE
 
 
 def offset_ids(arrays: dict[str, np.ndarray], process_index: int) -> dict[str, np.ndarray]:
-  """Trajectory and group ids shifted into process `process_index`'s own range."""
-  if arrays["traj_id"].max(initial=0) >= ID_STRIDE:
-    raise ValueError(f"traj_id reaches {arrays['traj_id'].max()} >= {ID_STRIDE}: ids of two "
-                     "processes would collide; raise multihost.ID_STRIDE.")
-  return {k: (v + np.int32(process_index * ID_STRIDE) if k in ID_FIELDS else v)
+  """Trajectory and group ids moved to where this process's rows sit in the global batch:
+  local ids lie in [0, rows), so process i's become [i * rows, (i + 1) * rows)."""
+  rows = len(arrays["row_valid"])
+  check_ids(arrays["traj_id"], arrays["group_id"], arrays["row_valid"])
+  return {k: (v + np.int32(process_index * rows) if k in ID_FIELDS else v)
           for k, v in arrays.items()}
 
 

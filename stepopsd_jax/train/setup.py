@@ -44,7 +44,11 @@ def optimizers(config, cfg: StepConfig) -> tuple[object, object | None]:
 
 
 def step_config(config) -> StepConfig:
-  return StepConfig(**{k: config.algo[k] for k in config.algo.keys()})
+  """The step's settings: `algo.*`, and the sampling temperature the behaviour log-probs were
+  recorded at (`rollout.temperature`, the one source of it: PPO's ratio and the teacher gap
+  must score tokens under the distribution they were sampled from)."""
+  return StepConfig(**{k: config.algo[k] for k in config.algo.keys()},
+                    temperature=config.rollout.temperature)
 
 
 def prompt_config(config) -> prompts.PromptConfig:
@@ -99,11 +103,15 @@ def make_sampler(config, model_config, tokenizer, *, greedy: bool,
 
 
 def rollout_config(config, *, evaluation: bool) -> loop.RolloutConfig:
+  """Evaluation runs one greedy episode per task and builds no teacher prompts; training builds
+  them only for the estimators whose step reads them (stepopsd, opsd)."""
   r = config.rollout
   return loop.RolloutConfig(
       group_size=1 if evaluation else r.group_size, control_mode=r.control_mode,
-      invalid_penalty=r.invalid_penalty, hindsight_sibling=r.hindsight_sibling and not evaluation,
-      hindsight_reference=r.hindsight_reference and not evaluation, prompt=prompt_config(config))
+      invalid_penalty=r.invalid_penalty, hindsight_sibling=r.hindsight_sibling,
+      hindsight_reference=r.hindsight_reference,
+      teacher_prompts=not evaluation and step_config(config).needs_teacher,
+      prompt=prompt_config(config))
 
 
 def build(config, rng) -> tuple[Setup, object]:

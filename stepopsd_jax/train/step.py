@@ -90,6 +90,9 @@ class StepConfig:
                                  ("opsd_kl", self.opsd_kl, algorithms.OPSD_KL_ESTIMATORS)):
       if value not in choices:
         raise ValueError(f"algo.{name}={value!r}: choose one of {choices}.")
+    if self.temperature <= 0:
+      raise ValueError(f"temperature={self.temperature} (rollout.temperature) must be > 0: the "
+                       "step scores tokens under the sampling distribution.")
 
 
 def response_logprobs(config: QwenConfig, params, prompt, prompt_mask, response, response_mask,
@@ -101,6 +104,23 @@ def response_logprobs(config: QwenConfig, params, prompt, prompt_mask, response,
   h = models.hidden_states(config, params, tokens, mask, models.default_positions(mask))
   logits = models.project(config, params, h[:, p - 1:-1]) / temperature  # predicts response
   return losses.token_logprobs_and_entropy(logits, response)
+
+
+def hindsight_gap(teacher_logp, student_logp, has_hindsight):
+  """Delta = log pi_teacher - log pi_student, stop-gradient; 0 on rows without a hindsight block
+  (their teacher saw the student's own prompt, so any gap there is not hindsight)."""
+  delta = jax.lax.stop_gradient(teacher_logp - student_logp)
+  return jnp.where(has_hindsight[:, None], delta, 0.0)
+
+
+def with_dense_ids(batch: dict) -> dict:
+  """`batch` with trajectory and group ids renumbered densely into [0, B): the estimators'
+  segment sums have B slots, and an id past them would be dropped from the sums (multi-host
+  batches join ids from several processes; a rollout may leave gaps)."""
+  valid = batch["row_valid"]
+  return {**batch,
+          "traj_id": algorithms.dense_group_ids((batch["traj_id"],), valid).astype(jnp.int32),
+          "group_id": algorithms.dense_group_ids((batch["group_id"],), valid).astype(jnp.int32)}
 
 
 def _teacher_params(state: TrainState, cfg: StepConfig):
@@ -120,9 +140,10 @@ def _regularisers(logp, mb, extra, cfg: StepConfig, agg) -> tuple[jax.Array, dic
   if cfg.kl_coef > 0:
     terms["kl_ref"] = agg(losses.kl_terms(logp, extra["ref_logp"], cfg.kl_estimator))
     loss = loss + cfg.kl_coef * terms["kl_ref"]
-  if cfg.estimator == "opsd":
+  if cfg.estimator == "opsd":  # no hindsight block: nothing to distil on that row
+    hindsight_mask = mb["response_mask"] & mb["has_hindsight"][:, None]
     kl = lambda estimator: agg(algorithms.opsd_kl_terms(logp, extra["teacher_logp"],
-                                                        mb["response_mask"], estimator))
+                                                        hindsight_mask, estimator))
     terms["opsd_loss"] = kl(cfg.opsd_kl)
     terms["kl_teacher"] = jax.lax.stop_gradient(kl("k3"))  # unbiased, non-negative
     loss = loss + cfg.opsd_beta * terms["opsd_loss"]
@@ -135,7 +156,7 @@ def _loss(params, mb, extra, config: QwenConfig, cfg: StepConfig, totals):
   mask = mb["response_mask"] & mb["row_valid"][:, None]
   adv = extra["adv_tokens"]
   if cfg.shapes_credit and cfg.micro_batches == 1:  # one pass: the gap uses this forward
-    delta = jax.lax.stop_gradient(extra["teacher_logp"] - logp)
+    delta = hindsight_gap(extra["teacher_logp"], logp, mb["has_hindsight"])
     w = algorithms.shaping_weights(extra["adv_rows"], delta, mb["control_mask"],
                                    mb["response_mask"], mb["traj_id"], mb["row_valid"],
                                    cfg.alpha_clip, cfg.credit_budget)
@@ -169,7 +190,8 @@ def _prepare(state: TrainState, batch: dict, config: QwenConfig, cfg: StepConfig
   if cfg.needs_teacher:
     extra["teacher_logp"] = logp(_teacher_params(state, cfg), True)
   if cfg.shapes_credit and cfg.micro_batches > 1:  # the budget needs every step's gap first
-    extra.update(_shape(extra, extra["teacher_logp"] - logp(state.params, False), batch, cfg))
+    gap = hindsight_gap(extra["teacher_logp"], logp(state.params, False), batch["has_hindsight"])
+    extra.update(_shape(extra, gap, batch, cfg))
   if cfg.kl_coef > 0:
     extra["ref_logp"] = logp(state.ref_params, False)
   return extra, metrics
@@ -204,6 +226,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: QwenCo
                critic_tx: optax.GradientTransformation | None = None):
   """One policy (and critic) update on a StepBatch; returns the new state and scalar metrics."""
   del rng  # no dropout; kept so every step has the same signature
+  batch = with_dense_ids(batch)
   totals = {"num_tokens": jnp.sum(batch["response_mask"] & batch["row_valid"][:, None]),
             "num_rows": jnp.sum(batch["row_valid"])}
   extra, estimator_metrics = _prepare(state, batch, config, cfg)

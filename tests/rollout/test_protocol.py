@@ -1,6 +1,7 @@
 """Agent protocols: `<think>/<action>` defaults, partial overrides, scripted episodes."""
 
 import jax
+import numpy as np
 import pytest
 
 from stepopsd_jax import envs
@@ -51,8 +52,8 @@ def shout_env(monkeypatch):
   monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
   proto = AgentProtocol(parse_response=_shout, action_tags=(("<shout>", "</shout>"),),
                         format_instruction="Shout inside <shout> </shout>.",
-                        oracle_policy=lambda env, result: "<shout>HEY</shout>",
-                        random_policy=lambda seed: lambda env, result: "<shout>hey</shout>")
+                        oracle_policy=lambda env, result, rng: "<shout>HEY</shout>",
+                        random_policy=lambda env, result, rng: "<shout>hey</shout>")
   envs.register_env("toy/shout", _ShoutEnv, lambda split, num, seed: [
       base.Task(f"shout-{i}", "s", {}) for i in range(num)], protocol=proto)
   return "toy/shout"
@@ -65,7 +66,7 @@ def test_a_partial_protocol_keeps_the_other_defaults(shout_env):
   oracle = scripted.episode_metrics(scripted.play(shout_env, tasks, p.oracle_policy,
                                                   prompts.PromptConfig()))
   assert oracle["success"] == 1.0 and oracle["num_trajectories"] == 3
-  episodes = scripted.play(shout_env, tasks, p.random_policy(0), prompts.PromptConfig(),
+  episodes = scripted.play(shout_env, tasks, p.random_policy, prompts.PromptConfig(),
                            batch_size=1)
   assert [e.steps[0][0].endswith("Shout inside <shout> </shout>.") for e in episodes] == [True] * 3
   assert scripted.episode_metrics(episodes)["success"] == 0.0
@@ -82,6 +83,34 @@ def test_collect_parses_and_masks_with_the_env_protocol(shout_env, tokenizer):
 
 
 def test_the_default_random_policy_needs_admissible_actions():
-  policy = protocol.random_admissible_policy(0)
   with pytest.raises(ValueError, match="random_policy"):
-    policy(None, base.StepResult("o", 0.0, False, dict(admissible_actions=None)))
+    protocol.random_admissible_policy(None, base.StepResult(
+        "o", 0.0, False, dict(admissible_actions=None)), np.random.default_rng(0))
+
+
+def _chosen_positions(episode) -> list[int]:
+  """The listed position of the door the random policy opened at each step of an episode."""
+  out = []
+  for user, response in episode.steps:
+    listed = [a.strip() for a in user.split("Admissible actions: ")[1].split("\n")[0].split(",")]
+    out.append(listed.index(parse.parse_action(response).action))
+  return out
+
+
+def test_random_labels_do_not_repeat_across_separate_calls():
+  """Warm-up data built task by task (one call each, the same seed) must not replay one draw
+  sequence (it used to: step 1 always took the same listed position). Over 300 tasks with 3
+  doors, each position's share at step 1 and the share of episodes that take the same position
+  at steps 1 and 2 are ~1/3 (binomial sd 0.027: the bounds are > 3 sd away)."""
+  tasks = envs.make_tasks(ENV, "train", 300, seed=0, horizon=2, num_choices=3)
+  policy = protocol.for_env(ENV).random_policy
+  cfg = prompts.PromptConfig()
+  positions = np.array([_chosen_positions(scripted.play(ENV, [t], policy, cfg, policy_seed=7)[0])
+                        for t in tasks])
+  shares = np.bincount(positions[:, 0], minlength=3) / len(tasks)
+  assert np.all((0.22 < shares) & (shares < 0.45)), shares
+  assert 0.22 < np.mean(positions[:, 0] == positions[:, 1]) < 0.45
+  again = scripted.play(ENV, tasks[:20], policy, cfg, policy_seed=7)  # one call, all tasks
+  assert [_chosen_positions(e) for e in again] == positions[:20].tolist()  # keyed by task
+  other = scripted.play(ENV, tasks[:20], policy, cfg, policy_seed=7, episode=1)
+  assert [_chosen_positions(e) for e in other] != positions[:20].tolist()  # ... and episode

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepopsd_jax import envs, sampling
-from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop
+from stepopsd_jax import algorithms, envs, sampling
+from stepopsd_jax.envs import base
+from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop, stepbatch
 from tests.rollout.conftest import ENV, ScriptedSampler, random_policy
 
 
@@ -64,27 +65,30 @@ def test_rows_follow_trajectories_and_rewards(random_rollout):
   assert random_rollout.metrics["invalid_actions"] == 0
 
 
-def test_hindsight_shows_the_shortest_winning_sibling(random_rollout, tokenizer):
+def test_hindsight_shows_the_shortest_other_winner_never_oneself(random_rollout, tokenizer):
+  """A row's teacher sees the shortest *other* winner of its group; a lone winner, or a group
+  with no winner, gets no block (teacher prompt == student prompt, has_hindsight false)."""
   b, trajs = random_rollout.batch, random_rollout.trajectories
-  saw_block = saw_plain = False
+  seen = {"block": 0, "plain": 0, "lone_winner": 0}
   for row in np.flatnonzero(b.row_valid):
     traj = trajs[b.traj_id[row]]
     student = tokenizer.decode(_real(b.prompt_tokens[row], b.prompt_mask[row]))
     teacher = tokenizer.decode(_real(b.teacher_prompt_tokens[row], b.teacher_prompt_mask[row]))
-    group = [t for t in trajs if t.group_id == traj.group_id]
-    winners = [t for t in group if t.won]
-    if not winners:
-      assert teacher == student
-      saw_plain = True
+    others = [t for t in trajs if t.group_id == traj.group_id and t is not traj and t.won]
+    if not others:
+      assert teacher == student and not b.has_hindsight[row]
+      seen["plain"] += 1
+      seen["lone_winner"] += traj.won
       continue
-    saw_block = True
+    seen["block"] += 1
+    assert b.has_hindsight[row]
     assert ("succeeded" if traj.won else "failed") in teacher
-    siblings = [t for t in winners if t is not traj] or winners
-    demo_actions = min(siblings, key=lambda t: len(t.rows)).actions
+    demo_actions = min(others, key=lambda t: (len(t.rows), trajs.index(t))).actions
     assert "; ".join(f"{k + 1}. {a}" for k, a in enumerate(demo_actions)) in teacher
     head = student.split("<|im_end|>\n<|im_start|>assistant")[0]
     assert teacher.startswith(head) and teacher.endswith("<|im_start|>assistant\n")
-  assert saw_block and saw_plain
+  assert seen["block"] and seen["plain"] and seen["lone_winner"], seen
+  assert random_rollout.metrics["hindsight_rows"] == seen["block"]
 
 
 def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
@@ -143,7 +147,8 @@ def test_tallies_of_two_processes_merge_into_the_joint_metrics():
               "episode_steps": 2.0, "num_trajectories": 3.0, "num_steps": 6.0, "turns": 3.0,
               "invalid_actions": 1.0, "generated_tokens": 15.0, "invalid/no_tags": 2.0,
               "env_invalid_actions": 0.0, "invalid_action_rate": 1 / 6, "env_invalid_rate": 0.0,
-              "time/env_s": 3.0, "time/total_s": 2.0, "truncated_prompts": 0.0, "env_errors": 0.0}
+              "time/env_s": 3.0, "time/total_s": 2.0, "truncated_prompts": 0.0, "env_errors": 0.0,
+              "hindsight_rows": 0.0, "hindsight_shortened": 0.0, "hindsight_dropped": 0.0}
   assert m == pytest.approx(expected) and set(m) == set(expected)
   assert loop.merge_tallies([a]).metrics() == a.metrics()
 
@@ -153,3 +158,108 @@ def test_rollout_metrics_come_from_its_tally(random_rollout):
   assert result.metrics == result.tally.metrics()
   assert result.metrics["num_trajectories"] == len(result.trajectories)
   assert result.metrics["num_steps"] == result.batch.num_rows
+
+
+def _with_prompt_buckets(sampler, prompt_buckets):
+  sampler.buckets = sampling.Buckets(batch=sampler.buckets.batch, prompt=prompt_buckets)
+  return sampler
+
+
+def test_a_hindsight_block_too_long_for_the_buckets_is_shortened_not_fatal(tokenizer):
+  """Buckets that hold every student prompt but not the teacher's: the run goes on, each
+  teacher prompt fits, keeps the student's message whole and still holds a block."""
+  tasks = envs.make_tasks(ENV, "train", 6, seed=1)
+  cfg = RolloutConfig(group_size=4)
+  first = collect(ScriptedSampler(tokenizer, random_policy), None, tokenizer, ENV, tasks,
+                  jax.random.key(0), cfg)
+  widest_student = int(first.batch.prompt_mask.sum(1).max())
+  widest_teacher = int(first.batch.teacher_prompt_mask.sum(1).max())
+  assert widest_teacher > widest_student + 40
+  limit = widest_teacher - 4  # the longest blocks lose the sibling's actions farthest away
+  sampler = _with_prompt_buckets(ScriptedSampler(tokenizer, random_policy), (limit,))
+  result = collect(sampler, None, tokenizer, ENV, tasks, jax.random.key(0), cfg)
+  b = result.batch
+  assert b.teacher_prompt_tokens.shape[1] == limit and result.metrics["truncated_prompts"] == 0
+  assert result.metrics["hindsight_shortened"] > 0
+  assert result.metrics["hindsight_rows"] == b.has_hindsight.sum() > 0
+  for row in np.flatnonzero(b.has_hindsight):
+    student = tokenizer.decode(_real(b.prompt_tokens[row], b.prompt_mask[row]))
+    teacher = tokenizer.decode(_real(b.teacher_prompt_tokens[row], b.teacher_prompt_mask[row]))
+    assert teacher.startswith(student.split("<|im_end|>\n<|im_start|>assistant")[0])
+    assert "[Hindsight]" in teacher
+
+
+def test_a_student_prompt_past_the_largest_bucket_is_cut_as_the_sampler_cut_it(tokenizer):
+  tasks = envs.make_tasks(ENV, "train", 2, seed=1)
+  sampler = _with_prompt_buckets(ScriptedSampler(tokenizer, random_policy), (48,))
+  result = collect(sampler, None, tokenizer, ENV, tasks, jax.random.key(0),
+                   RolloutConfig(group_size=2))
+  b = result.batch
+  assert b.prompt_tokens.shape[1] == b.teacher_prompt_tokens.shape[1] == 48
+  assert b.prompt_mask[b.row_valid].all()  # every prompt kept its last 48 tokens (the sampler's)
+  assert not b.has_hindsight.any()  # no room for a block beside a prompt that fills the bucket
+
+
+def test_no_teacher_prompts_for_estimators_that_do_not_read_them(tokenizer):
+  tasks = envs.make_tasks(ENV, "train", 2, seed=1)
+  sampler = ScriptedSampler(tokenizer, random_policy)
+  result = collect(sampler, None, tokenizer, ENV, tasks, jax.random.key(0),
+                   RolloutConfig(group_size=4, teacher_prompts=False))
+  b = result.batch
+  assert b.teacher_prompt_tokens.shape[1] == sampler.buckets.prompt[0]
+  assert not b.teacher_prompt_mask.any() and not b.has_hindsight.any()
+  assert result.metrics["hindsight_rows"] == 0
+
+
+class _FlakyEnv:
+  """One-step episodes; reset raises for every task but the last; won when the action is yes."""
+
+  task_description, max_steps = "Say yes.", 1
+
+  def __init__(self, seed=0):
+    del seed
+
+  def reset(self, task):
+    if task.task_id != "flaky-3":
+      raise RuntimeError("simulator crashed")
+    return base.StepResult("Go.", 0.0, False, dict(won=False, admissible_actions=["yes", "no"],
+                                                   subset="s", valid_action=True))
+
+  def step(self, action):
+    won = action == "yes"
+    return base.StepResult("Done.", float(won), True, dict(
+        won=won, admissible_actions=None, subset="s", valid_action=True))
+
+
+@pytest.fixture
+def flaky_env(monkeypatch):
+  monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+  envs.register_env("toy/flaky", _FlakyEnv, lambda split, num, seed: [
+      base.Task(f"flaky-{i}", "s", {}) for i in range(num)])
+  return "toy/flaky"
+
+
+def test_trajectories_without_rows_leave_no_gaps_in_the_ids(flaky_env, tokenizer):
+  """4 tasks x 4 rollouts, the first 3 tasks fail at reset: 4 rows in a batch bucket of 8, ids
+  dense in [0, 4). Numbered by trajectory, the survivors had ids 12-15, past the 8 slots of
+  the estimators' segment sums. GRPO of returns (1, 0, 1, 0): +-0.5 / sqrt(1/3) (by hand)."""
+  answers = iter(["yes", "no"] * 2)
+  sampler = ScriptedSampler(tokenizer, lambda prompt, rng: f"<action>{next(answers)}</action>")
+  result = collect(sampler, None, tokenizer, flaky_env, envs.make_tasks(flaky_env, "train", 4),
+                   jax.random.key(0), RolloutConfig(group_size=4))
+  b = result.batch
+  assert len(b.row_valid) == 8 and b.num_rows == 4 and result.metrics["env_errors"] == 12
+  np.testing.assert_array_equal(b.traj_id[b.row_valid], [0, 1, 2, 3])
+  np.testing.assert_array_equal(b.group_id[b.row_valid], [0, 0, 0, 0])
+  adv = algorithms.grpo_advantages(b.traj_return, b.group_id, b.traj_id, b.row_valid)
+  np.testing.assert_allclose(np.asarray(adv)[:4], np.array([1, -1, 1, -1]) * 0.5 * 3 ** 0.5,
+                             rtol=1e-5)
+
+
+def test_step_batches_refuse_ids_outside_the_rows():
+  row = stepbatch.StepRow(prompt=[1], teacher_prompt=[], response=[2], logprobs=[0.0],
+                          control=[True], traj_id=9, step_idx=0, group_id=0, step_reward=0.0,
+                          anchor_id=0)
+  with pytest.raises(ValueError, match=r"traj_id \[9\] outside \[0, 8\)"):
+    stepbatch.build_step_batch([row], pad_id=0, response_len=2,
+                               buckets=sampling.Buckets(batch=(8,), prompt=(8,)))

@@ -4,9 +4,11 @@ After training, every process saves the state through `train.checkpoint.Checkpoi
 orbax, each process writing its own shards) into the one directory given as argv[2], and restores
 it into a different mesh (fsdp over all devices), whose checksum must equal the trained one.
 
-Each process brings its own StepBatch (its own rows and prompt widths, as its own rollouts would)
-and `train.multihost.global_step_batch` joins them; the single-process reference joins the same
-two batches by hand (re-pad to the widest, offset the ids, concatenate the rows).
+Each process brings its own StepBatch (its own rows and prompt widths, and ids numbered from 0,
+as its own rollouts would) and `train.multihost.global_step_batch` joins them. The
+single-process reference is one process given the concatenated rows with its trajectories and
+groups numbered the way one process numbers its own rollout (densely, in row order): by hand,
+not by the join's code.
 
 Run by tests/sharding/test_distributed.py as `python -m tests.sharding.multiprocess_worker`
 with STEPOPSD_COORDINATOR / STEPOPSD_NUM_PROCESSES / STEPOPSD_PROCESS_ID set (or none of them:
@@ -33,7 +35,9 @@ sharding.maybe_initialize()  # before anything touches devices
 
 from stepopsd_jax import models, sampling, train  # noqa: E402
 from stepopsd_jax.rollout import stepbatch  # noqa: E402
-from stepopsd_jax.train import checkpoint, multihost, state as train_state  # noqa: E402
+from stepopsd_jax.train import advantage, checkpoint, multihost  # noqa: E402
+from stepopsd_jax.train import state as train_state  # noqa: E402
+from stepopsd_jax.train import step as step_lib  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
 
 CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)
@@ -47,11 +51,22 @@ def process_batch(i: int) -> dict:
 
 
 def joined_by_hand(n: int) -> dict:
+  """Every process's rows in one batch; each brought 4 trajectories in 2 groups, so one process
+  holding them all numbers process i's as 4i..4i+3 and its groups as 2i, 2i+1."""
   local = [process_batch(i) for i in range(n)]
   widest = np.max([multihost.shape_of(b) for b in local], axis=0)
-  local = [multihost.offset_ids(stepbatch.repad(b, *map(int, widest)), i)
-           for i, b in enumerate(local)]
-  return {k: np.concatenate([b[k] for b in local]) for k in local[0]}
+  local = [stepbatch.repad(b, *map(int, widest)) for b in local]
+  joined = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
+  joined["traj_id"] = np.concatenate([b["traj_id"] + 4 * i for i, b in enumerate(local)])
+  joined["group_id"] = np.concatenate([b["group_id"] + 2 * i for i, b in enumerate(local)])
+  return joined
+
+
+def step_advantages(arrays, cfg, mesh) -> list[float]:
+  """The per-row advantages the step computes on the global batch (every process's rows)."""
+  fn = jax.jit(lambda b: advantage.estimate(step_lib.with_dense_ids(b), cfg)[0]["adv_rows"],
+               out_shardings=sharding.replicated(mesh))
+  return np.asarray(fn(arrays).addressable_data(0)).tolist()
 
 
 def episode_rows(mesh) -> tuple[int, dict]:
@@ -121,6 +136,7 @@ def main() -> None:
   tx = train.make_optimizer(1e-3, 0, 10)
   step = train.jit_train_step(CONFIG, cfg, tx, mesh, train.batch_ndims(arrays))
   state = train.init_state(CONFIG, jax.random.key(0), tx, mesh)
+  advantages = step_advantages(arrays, cfg, mesh)
   for i in range(2):
     state, metrics = step(state, arrays, jax.random.key(i))
   # greedy rollouts of the trained policy: process i brings prompts 2i, 2i+1 (their own widths)
@@ -136,7 +152,8 @@ def main() -> None:
       "process": jax.process_index(), "processes": jax.process_count(),
       "devices": jax.device_count(), "sha256": digest, "restored_sha256": restored_digest,
       "leaf_sums": leaf_sums,
-      "loss": float(metrics["loss"]), "sample": sample, "episode_rows": rows,
+      "loss": float(metrics["loss"]), "advantages": advantages,
+      "weight_max": float(metrics["weight_max"]), "sample": sample, "episode_rows": rows,
       "rollout_metrics": rollout_metrics}), flush=True)
 
 

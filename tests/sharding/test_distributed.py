@@ -91,8 +91,16 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
   assert results[0]["loss"] == results[1]["loss"]
   single = _result(reference)
   assert single["processes"] == 1 and single["devices"] == 4
+  # Every process's rows get their advantage (they were 0 past process 0's when the joined ids
+  # left [0, B)): by hand, each process brought trajectories of 2, 1, 3, 1 rows (and a padding
+  # row) in groups (0, 1), (2, 3) with returns 1, 0, 0, 1; GRPO of a (1, 0) group is +-1/sqrt(2).
+  a = 2 ** -0.5
+  by_hand = [a, a, -a, -a, -a, -a, a, 0.0] * 2
+  for r in results + [single]:
+    np.testing.assert_allclose(r["advantages"], by_hand, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(results[0]["leaf_sums"], single["leaf_sums"], rtol=1e-5)
   np.testing.assert_allclose(results[0]["loss"], single["loss"], rtol=1e-5)
+  assert results[0]["weight_max"] <= 1.2 / 0.8 + 1e-6  # within StepOPSD's clip and budget
   # sampling: each process decodes its own prompts as part of one global batch
   assert results[0]["sample"] + results[1]["sample"] == single["sample"]
   # rollouts: 4 episodes per process of 1 turn (process 0) and 3 turns (process 1, reference)

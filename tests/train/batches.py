@@ -47,5 +47,6 @@ def random_step_batch(vocab: int, rows: int = 8, prompt: int = 12, teacher: int 
       "step_reward": ext(np.where(is_last, returns[traj_id], 0.0)).astype(np.float32),
       "traj_return": ext(returns[traj_id]).astype(np.float32),
       "traj_success": ext(returns[traj_id] > 0, False).astype(bool),
-      "anchor_id": ext(step_idx).astype(np.int32), "row_valid": valid,
+      "anchor_id": ext(step_idx).astype(np.int32), "has_hindsight": valid.copy(),
+      "row_valid": valid,
   }

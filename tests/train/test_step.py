@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from stepopsd_jax import models, sharding, train
+from stepopsd_jax.rollout import stepbatch
+from stepopsd_jax.train import advantage
+from stepopsd_jax.train import step as step_lib
 from stepopsd_jax.train.step import response_logprobs
 from tests.train.batches import random_step_batch
 
@@ -92,3 +95,90 @@ def test_teacher_variants_and_kl_run(batch, teacher):
 def test_bad_step_config_names_the_key():
   with pytest.raises(ValueError, match="algo.credit_budget"):
     train.StepConfig(credit_budget="episode")
+
+
+def _joined_groups_batch(process_1_offset: int) -> dict:
+  """Two processes' rows joined: each brought two 2-trajectory groups with returns (1, 0), one
+  step per trajectory; process 1's trajectory and group ids moved by `process_1_offset`."""
+  b = random_step_batch(CONFIG.vocab_size, rows=8, seed=3)
+  local_traj, local_group = np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])
+  b["traj_id"] = np.concatenate([local_traj, local_traj + process_1_offset]).astype(np.int32)
+  b["group_id"] = np.concatenate([local_group, local_group + process_1_offset]).astype(np.int32)
+  b["traj_return"] = np.array([1, 0, 1, 0] * 2, np.float32)
+  b["step_reward"], b["traj_success"] = b["traj_return"].copy(), b["traj_return"] > 0
+  b["step_idx"] = np.zeros(8, np.int32)
+  valid = np.ones(8, bool)
+  b["row_valid"], b["has_hindsight"] = valid, valid.copy()
+  for k in ("prompt_mask", "teacher_prompt_mask"):  # the helper pads with invalid rows at the end
+    b[k] = b[k] | (np.arange(b[k].shape[1]) >= b[k].shape[1] - 3)[None]
+  b["response_mask"][:, 0] = True
+  b["control_mask"] = b["control_mask"] & b["response_mask"]
+  return b
+
+
+@pytest.mark.parametrize("offset", [1 << 20, 8, 4])  # the old multi-host stride; rows; dense
+def test_ids_of_joined_processes_give_every_row_its_advantage(offset):
+  """GRPO of (1, 0) groups is +-1/sqrt(2) on every row, whatever range process 1's ids were
+  moved to (hand value: mean 0.5, unbiased std sqrt(0.5)); with ids past B the segment sums
+  used to drop process 1's rows and give them A = 0."""
+  b = _joined_groups_batch(offset)
+  cfg = train.StepConfig(estimator="grpo")
+  adv = jax.jit(lambda x: advantage.estimate(step_lib.with_dense_ids(x), cfg)[0]["adv_rows"])(b)
+  np.testing.assert_allclose(np.asarray(adv), [2 ** -0.5, -2 ** -0.5] * 4, rtol=1e-5)
+
+
+def test_the_step_on_offset_ids_equals_the_step_on_dense_ids():
+  """Parameters after StepOPSD steps on the joined batch (ids moved by 2^20) equal those on the
+  same rows numbered densely by hand, and the weights stay in their clip range (they reached
+  1e12 when a trajectory's budget divided by a clamped mean of 0)."""
+  cfg = train.StepConfig(estimator="stepopsd", lambda_mix=0.5, alpha_clip=0.2)
+  offset, dense = _run(_joined_groups_batch(1 << 20), cfg, steps=2), _run(
+      _joined_groups_batch(4), cfg, steps=2)
+  for a, b in zip(jax.tree.leaves(offset[0].params), jax.tree.leaves(dense[0].params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for h in offset[1]:
+    assert 0.8 - 1e-6 <= h["weight_min"] <= h["weight_max"] <= 1.2 / 0.8 + 1e-6, h
+
+
+@pytest.mark.parametrize("estimator", ["stepopsd", "opsd"])
+def test_rows_without_hindsight_are_not_reshaped(batch, estimator):
+  """No hindsight block on any row: Delta = 0, w = 1, no OPSD KL, whatever the teacher's
+  weights (a frozen reference differs from the policy after one step): the update is GRPO's."""
+  plain = {**batch, "has_hindsight": np.zeros_like(batch["has_hindsight"])}
+  grpo, _ = _run(plain, train.StepConfig(estimator="grpo"), steps=2)
+  cfg = train.StepConfig(estimator=estimator, teacher="reference", lambda_mix=0.5)
+  state, history = _run(plain, cfg, steps=2)
+  for h in history:
+    if estimator == "stepopsd":
+      assert h["delta_min"] == h["delta_max"] == 0 and h["weight_min"] == h["weight_max"] == 1
+    else:
+      assert h["opsd_loss"] == 0 and h["kl_teacher"] == 0
+  for a, b in zip(jax.tree.leaves(grpo.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _unpadded_logprobs(params, prompt_row, prompt_mask_row, response_row, response_mask_row):
+  """Log-probs of one row's response from a forward over its real tokens only (no padding)."""
+  prompt = [int(t) for t, m in zip(prompt_row, prompt_mask_row) if m]
+  response = [int(t) for t, m in zip(response_row, response_mask_row) if m]
+  logits = models.logits(CONFIG, params, np.asarray([prompt + response]))[0]
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  return np.asarray([logp[len(prompt) - 1 + k, t] for k, t in enumerate(response)])
+
+
+def test_teacher_logprobs_line_up_with_the_student_tokens_after_repadding(batch):
+  """The teacher prompt is longer than the student's, and a multi-host join widens both on the
+  left: the [B, R] teacher log-probs are still those of each row's own response tokens."""
+  params = models.init_params(CONFIG, jax.random.key(1))
+  grown = stepbatch.repad(batch, 16, batch["prompt_tokens"].shape[1] + 5,
+                          batch["teacher_prompt_tokens"].shape[1] + 9)
+  for b in (batch, grown):
+    logp, _ = response_logprobs(CONFIG, params, b["teacher_prompt_tokens"],
+                                b["teacher_prompt_mask"], b["response_tokens"],
+                                b["response_mask"], 1.0)
+    for row in np.flatnonzero(b["row_valid"]):
+      expected = _unpadded_logprobs(params, b["teacher_prompt_tokens"][row],
+                                    b["teacher_prompt_mask"][row], b["response_tokens"][row],
+                                    b["response_mask"][row])
+      np.testing.assert_allclose(np.asarray(logp[row])[b["response_mask"][row]], expected,
+                                 atol=1e-5)

@@ -1,10 +1,13 @@
 """The trainer end to end on a tiny config: resume equals an uninterrupted run; CLI errors."""
 
 import json
+import re
 
 import pytest
 
+from stepopsd_jax import models
 from stepopsd_jax.train import __main__ as cli
+from stepopsd_jax.train import setup as setup_lib
 from stepopsd_jax.train import config as config_lib
 from stepopsd_jax.train import trainer
 
@@ -71,3 +74,32 @@ def test_config_arg_and_runlocal():
   assert config_lib.load_config("configs/default.py:estimator=steppo").algo.estimator == "steppo"
   with pytest.raises(ValueError, match="Unknown config arg"):
     config_lib.load_config("configs/default.py:nonsense=1")
+
+
+def test_the_step_scores_tokens_at_the_rollout_temperature():
+  """One source of truth: --config.rollout.temperature sets the sampler's and the step's."""
+  config = _config(**{"rollout.temperature": "0.7"})
+  assert setup_lib.step_config(config).temperature == 0.7
+  assert setup_lib.make_sampler(config, models.get_preset("qwen3_tiny"), _Tok(),
+                                greedy=False).params.temperature == 0.7
+
+
+class _Tok:
+  vocab_size, eos_token_id, pad_token_id = 8, 1, 0
+
+  def decode(self, ids):
+    return "".join(map(str, ids))
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("rollout.temperature", 0.0, "rollout.temperature=0.0 must be > 0"),
+    ("algo.temperature", 0.7, "set --config.rollout.temperature instead"),
+])
+def test_bad_temperatures_name_the_key(key, value, message):
+  config = _config()
+  if key == "algo.temperature":  # a config file that still sets it
+    config.algo.temperature = value
+  else:
+    config_lib.apply_overrides(config, {key: str(value)})
+  with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+    config_lib.validate(config, 8)

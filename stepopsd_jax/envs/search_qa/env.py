@@ -138,29 +138,24 @@ class SearchQAEnv:
     return task
 
 
-def oracle_policy(env: SearchQAEnv, result: StepResult) -> str:
-  """`policy(env, result) -> response`: one search, then the golden answer (EM 1.0)."""
-  del result
+def oracle_policy(env: SearchQAEnv, result: StepResult, rng: np.random.Generator) -> str:
+  """One search, then the golden answer (EM 1.0); deterministic (`rng` unused)."""
+  del result, rng
   return env.expert_action()
 
 
-def random_format_policy(seed: int = 0) -> Callable[[SearchQAEnv, StepResult], str]:
-  """A policy of random well-formed responses, for a format warm-up: it searches a few random
-  words of the question, or (after a search, and always on the last turn) answers with a random
-  short span of the last observation. It never looks at the golden answers."""
-  rng = np.random.default_rng(seed)
-
-  def policy(env: SearchQAEnv, result: StepResult) -> str:
-    answer_now = env.turns_left <= 1 or (env.turns_left < env.max_steps and rng.random() < 0.5)
-    source = _WORD.findall(result.observation if answer_now else env.question) or ["unknown"]
-    n = int(rng.integers(1, 4))
-    start = int(rng.integers(max(len(source) - n, 0) + 1))
-    words = " ".join(source[start:start + n])
-    if answer_now:
-      return f"<think>I will answer.</think><answer>{words}</answer>"
-    return f"<think>I need to search.</think><search>{words}</search>"
-
-  return policy
+def random_format_policy(env: SearchQAEnv, result: StepResult, rng: np.random.Generator) -> str:
+  """Random well-formed responses, for a format warm-up: a search of a few random words of the
+  question, or (after a search, and always on the last turn) an answer with a random short span
+  of the last observation. It never looks at the golden answers."""
+  answer_now = env.turns_left <= 1 or (env.turns_left < env.max_steps and rng.random() < 0.5)
+  source = _WORD.findall(result.observation if answer_now else env.question) or ["unknown"]
+  n = int(rng.integers(1, 4))
+  start = int(rng.integers(max(len(source) - n, 0) + 1))
+  words = " ".join(source[start:start + n])
+  if answer_now:
+    return f"<think>I will answer.</think><answer>{words}</answer>"
+  return f"<think>I need to search.</think><search>{words}</search>"
 
 
 def prefetch(envs: Sequence[Any], actions: Sequence[str | None]) -> int:

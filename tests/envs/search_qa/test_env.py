@@ -24,7 +24,7 @@ ENV = "search_qa"
 def run_episode(env, task, policy):
   results = [env.reset(task)]
   while not results[-1].done:
-    results.append(env.step(policy(env, results[-1])))
+    results.append(env.step(policy(env, results[-1], None)))
   return results
 
 
@@ -168,12 +168,12 @@ def test_more_tasks_than_rows_says_how_to_take_all(world):
 
 def test_random_format_policy_is_well_formed_and_blind_to_the_answer(world):
   tasks = make_tasks(ENV, "train", -1, **world.task_kwargs())
-  env, policy = SearchQAEnv(), random_format_policy(seed=0)
+  env, rng = SearchQAEnv(), np.random.default_rng(0)
   kinds, wins = [], 0
   for task in tasks:
     results = [env.reset(task)]
     while not results[-1].done:
-      response = policy(env, results[-1])
+      response = random_format_policy(env, results[-1], rng)
       assert parse_response(response).valid
       kinds.append(parse_response(response).kind)
       results.append(env.step(response))
