@@ -23,9 +23,9 @@ import time
 import jax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from stepopsd_jax.train import config as config_lib  # noqa: E402
-from stepopsd_jax.train import trainer  # noqa: E402
-from stepopsd_jax.train.advantage import ESTIMATORS  # noqa: E402
+from stepopsd_jax.algorithms import ESTIMATORS  # noqa: E402
+from stepopsd_jax.run import config as config_lib  # noqa: E402
+from stepopsd_jax.run import trainer  # noqa: E402
 
 
 def _median(rows: list[dict], key: str) -> float:
@@ -41,10 +41,9 @@ def _rollout_success(rows: list[dict], window: int) -> tuple[float, float]:
 
 
 def run_one(estimator: str, arg: str, steps: int, overrides: list[str], window: int = 5) -> dict:
-  config = config_lib.load_config(f"configs/default.py:estimator={estimator}" +
-                                  (f",{arg}" if arg else ""))
-  config_lib.apply_overrides(config, {"train.num_steps": str(steps),
-                                      **config_lib.split_overrides(overrides)})
+  spec = f"configs/default.py:estimator={estimator}" + (f",{arg}" if arg else "")
+  config = config_lib.parse_flags([f"--config={spec}", f"--config.train.num_steps={steps}",
+                                   *overrides], workdir_required=False).config
   config_lib.validate(config, jax.device_count())
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()

@@ -49,12 +49,12 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / statistics.median(times)
 
 
-def time_step(config, estimator: str, batch: dict, repeats: int) -> dict:
+def time_step(config, estimator: str, batch, repeats: int) -> dict:
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
   tx = train.make_optimizer(1e-5, 0, 100)
   cfg = train.StepConfig(estimator=estimator)
   state = train.init_state(config, jax.random.key(0), tx, mesh)
-  step = train.jit_train_step(config, cfg, tx, mesh, train.batch_ndims(batch))
+  step = train.jit_train_step(config, cfg, tx, mesh)
   t = time.perf_counter()
   compiled = step.lower(state, batch, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - t
@@ -68,10 +68,10 @@ def time_step(config, estimator: str, batch: dict, repeats: int) -> dict:
     state, metrics = compiled(state, batch, jax.random.key(i))
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
-  b = batch["prompt_tokens"].shape[0]
-  shapes = memory.Shapes(rows=b, prompt_len=batch["prompt_tokens"].shape[1],
-                         teacher_len=batch["teacher_prompt_tokens"].shape[1],
-                         response_len=batch["response_tokens"].shape[1], sample_rows=b)
+  b = batch.prompt_tokens.shape[0]
+  shapes = memory.Shapes(rows=b, prompt_len=batch.prompt_tokens.shape[1],
+                         teacher_len=batch.teacher_prompt_tokens.shape[1],
+                         response_len=batch.response_tokens.shape[1], sample_rows=b)
   executed, _ = aot.step_flops(config, cfg, shapes)
   return {"estimator": estimator, "compile_s": compile_s, "step_s": statistics.median(times),
           "times_s": times, "flops": executed,

@@ -29,7 +29,7 @@ import os
 
 import ml_collections
 
-from stepopsd_jax.train.config import parse_arg
+from stepopsd_jax.run.config import base_config, parse_arg
 
 DATA_ENV_VAR = "ALFWORLD_DATA"
 
@@ -49,60 +49,32 @@ def data_dir(arg_value: str) -> str:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, estimator="stepopsd", runlocal=False, data_dir="",
                 eval_split="valid_unseen")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      preset="qwen3_1p7b",  # shapes only; set model.path to the HF checkpoint
-      path="", dtype="bfloat16", remat_policy="full"))
-  c.tokenizer = ml_collections.ConfigDict(dict(
-      path="",  # the checkpoint's tokenizer dir (Qwen chat template); "" trains a SentencePiece
-      train_vocab_size=4000))
-
-  c.env = ml_collections.ConfigDict(dict(
-      name="alfworld",
-      kwargs=ml_collections.ConfigDict(dict(
-          data_dir=data_dir(a["data_dir"]),
-          eval_split=a["eval_split"],  # the "eval" split: valid_unseen (OOD) or valid_seen
-          won_reward=10.0,  # verl-agent: 10 x won
-          max_steps=50,
-          short_subsets=True,  # subsets named as the paper's columns: Pick, Look, ...
-          fast=True)),  # the memoised engine (same transcripts as textworld's, ~40x faster)
-      num_train_tasks=-1,  # every solvable train game (3553 in the official data)
-      num_eval_tasks=-1))  # every solvable valid_unseen game (134)
-
-  c.rollout = ml_collections.ConfigDict(dict(
+  c = base_config()
+  c.model.update(preset="qwen3_1p7b",  # shapes only; set model.path to the HF checkpoint
+                 dtype="bfloat16", remat_policy="full")
+  c.tokenizer.train_vocab_size = 4000  # only without tokenizer.path (the checkpoint's)
+  c.env.name = "alfworld"
+  c.env.kwargs = ml_collections.ConfigDict(dict(
+      data_dir=data_dir(a["data_dir"]),
+      eval_split=a["eval_split"],  # the "eval" split: valid_unseen (OOD) or valid_seen
+      won_reward=10.0,  # verl-agent: 10 x won
+      max_steps=50,
+      short_subsets=True,  # subsets named as the paper's columns: Pick, Look, ...
+      fast=True))  # the memoised engine (same transcripts as textworld's, ~40x faster)
+  c.env.num_train_tasks = -1  # every solvable train game (3553 in the official data)
+  c.env.num_eval_tasks = -1  # every solvable valid_unseen game (134)
+  c.rollout.update(
       batch_size=128,  # 16 games x 8 rollouts
-      group_size=8, max_new_tokens=512, temperature=1.0, top_p=1.0, top_k=0,
+      group_size=8, max_new_tokens=512,
       history_window=2,  # verl-agent's history_length
-      system_prompt="",  # the chat template's default
-      control_mode="action_only", invalid_penalty=0.1,
-      hindsight_sibling=True, hindsight_reference=False,
       batch_buckets=(1024, 2048, 4096, 8192),  # rows = agent steps: <= 128 x 50
-      prompt_buckets=(1024, 2048, 4096)))
-
-  c.algo = ml_collections.ConfigDict(dict(
-      estimator=a["estimator"], alpha_clip=0.2, lambda_mix=0.5, credit_budget="trajectory",
-      norm_by_std=True, clip_low=0.2, clip_high=0.28, loss_agg="token_mean", kl_coef=0.01,
-      kl_estimator="k3", entropy_coef=0.001, teacher="policy", ema_decay=0.99,
-      micro_batches=32,  # <= 256 rows of <= 4096 + 512 tokens at a time; tune to memory
-      gamma=0.95,  # gigpo: discount of step returns in anchor groups (verl-agent's gamma)
-      gigpo_step_weight=1.0,  # gigpo: omega in A = A^E + omega A^S
-      gae_gamma=1.0, gae_lambda=1.0,  # ppo / steppo GAE (verl's defaults)
-      value_clip=0.2,  # ppo / steppo clipped value loss
-      reinforce_group_baseline=False,  # reinforce_pp: subtract the group mean before whitening
-      opsd_beta=0.1, opsd_kl="k2"))  # opsd: beta x per-token KL(student || teacher) estimator
-
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-6, warmup_steps=10, weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999,
-      critic_lr=1e-5))  # ppo / steppo: the critic's own AdamW
-
-  c.train = ml_collections.ConfigDict(dict(
-      num_steps=150, sft_steps=0,  # Qwen3 already follows the <think>/<action> format
-      sft_lr=1e-5, sft_batch_size=32,
-      eval_every=10, checkpoint_every=10, keep_checkpoints=2, resume=True))
-
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+      prompt_buckets=(1024, 2048, 4096))
+  c.algo.update(estimator=a["estimator"], kl_coef=0.01, entropy_coef=0.001,
+                micro_batches=32)  # <= 256 rows of <= 4096 + 512 tokens at a time
+  c.optim.update(lr=1e-6, warmup_steps=10, weight_decay=0.01, b2=0.999, critic_lr=1e-5)
+  c.train.update(num_steps=150, sft_lr=1e-5,  # no warm-up: Qwen3 follows the format already
+                 eval_every=10, checkpoint_every=10)
+  c.mesh.update(data=1, fsdp=-1)
 
   if a["runlocal"]:  # tiny CPU smoke test on generated games
     c.model.update(preset="qwen3_tiny", dtype="float32", remat_policy="none")

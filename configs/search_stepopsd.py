@@ -22,60 +22,40 @@ import os
 
 import ml_collections
 
-from stepopsd_jax.train.config import parse_arg
+from stepopsd_jax.run.config import base_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = parse_arg(arg, estimator="stepopsd", runlocal=False, data_dir="/tmp/search_qa_synth")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      preset="qwen2p5_3b_instruct",  # shapes only; set model.path to the HF checkpoint
-      path="", dtype="bfloat16", remat_policy="full"))
-  c.tokenizer = ml_collections.ConfigDict(dict(
-      path="",  # the checkpoint's tokenizer dir (Qwen chat template); "" trains a SentencePiece
-      train_vocab_size=4000))
-
-  c.env = ml_collections.ConfigDict(dict(
-      name="search_qa",
-      kwargs=ml_collections.ConfigDict(dict(
-          train_files="data/nq_hotpotqa_train/train.parquet",
-          eval_files="data/nq_hotpotqa_train/test.parquet",
-          corpus="",  # JSONL {"id", "contents"} for retriever="bm25"
-          index_dir="",  # bm25 index directory; "" = a cache under $STEPOPSD_CACHE_DIR
-          retriever="http",  # http | bm25
-          retriever_url="http://127.0.0.1:8000/retrieve",
-          topk=3, max_turns=4)),
-      num_train_tasks=-1,  # every row
-      num_eval_tasks=2048))  # a seeded sample for periodic eval; -1 for the full test sets
-
-  c.rollout = ml_collections.ConfigDict(dict(
+  c = base_config()
+  c.model.update(preset="qwen2p5_3b_instruct",  # shapes only; set model.path to the checkpoint
+                 dtype="bfloat16", remat_policy="full")
+  c.tokenizer.train_vocab_size = 4000  # only without tokenizer.path (the checkpoint's)
+  c.env.name = "search_qa"
+  c.env.kwargs = ml_collections.ConfigDict(dict(
+      train_files="data/nq_hotpotqa_train/train.parquet",
+      eval_files="data/nq_hotpotqa_train/test.parquet",
+      corpus="",  # JSONL {"id", "contents"} for retriever="bm25"
+      index_dir="",  # bm25 index directory; "" = a cache under $STEPOPSD_CACHE_DIR
+      retriever="http",  # http | bm25
+      retriever_url="http://127.0.0.1:8000/retrieve",
+      topk=3, max_turns=4))
+  c.env.num_train_tasks = -1  # every row
+  c.env.num_eval_tasks = 2048  # a seeded sample for periodic eval; -1 for the full test sets
+  c.rollout.update(
       batch_size=640,  # 128 questions x 5 rollouts
-      group_size=5, max_new_tokens=500, temperature=1.0, top_p=1.0, top_k=0,
+      group_size=5, max_new_tokens=500,
       history_window=4,  # every earlier turn (max_turns=4): retrieved passages stay visible
-      system_prompt="",  # the chat template's default
       control_mode="no_observation",  # copied <information> text is never reweighted
       invalid_penalty=0.01,
-      hindsight_sibling=True, hindsight_reference=True,  # the golden answer for the teacher
+      hindsight_reference=True,  # the golden answer for the teacher
       batch_buckets=(64, 128, 256, 512, 1024, 2048, 4096),
-      prompt_buckets=(512, 1024, 2048, 4096)))
-
-  c.algo = ml_collections.ConfigDict(dict(
-      estimator=a["estimator"], alpha_clip=0.2, lambda_mix=0.5, credit_budget="trajectory",
-      norm_by_std=True, clip_low=0.2, clip_high=0.28, loss_agg="token_mean", kl_coef=0.001,
-      kl_estimator="k3", entropy_coef=0.0, teacher="policy", ema_decay=0.99,
-      micro_batches=8))
-
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-6, warmup_steps=10, weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999))
-
-  c.train = ml_collections.ConfigDict(dict(
-      num_steps=300, sft_steps=0,  # an instruct model already follows the tag format
-      sft_lr=1e-5, sft_batch_size=32,
-      eval_every=50, checkpoint_every=50, keep_checkpoints=2, resume=True))
-
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
+      prompt_buckets=(512, 1024, 2048, 4096))
+  c.algo.update(estimator=a["estimator"], kl_coef=0.001, micro_batches=8)
+  c.optim.update(lr=1e-6, warmup_steps=10, weight_decay=0.01, b2=0.999)
+  c.train.update(num_steps=300, sft_lr=1e-5,  # no warm-up: an instruct model follows the tags
+                 eval_every=50, checkpoint_every=50)
+  c.mesh.update(data=1, fsdp=-1)
 
   if a["runlocal"]:  # tiny CPU smoke test on the generated synthetic data
     d = a["data_dir"]

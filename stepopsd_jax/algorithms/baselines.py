@@ -9,9 +9,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from stepopsd_jax.algorithms.advantages import (grpo_advantages, per_trajectory,
-                                                trajectory_group)
-from stepopsd_jax.algorithms.segments import segment_centre
+from stepopsd_jax.algorithms.grpo import grpo_advantages
+from stepopsd_jax.algorithms.rows import per_trajectory, segment_centre, trajectory_group
 
 
 def dr_grpo_advantages(traj_return: Float[Array, "B"], group_id: Int[Array, "B"],

@@ -21,8 +21,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from stepopsd_jax.algorithms.segments import (masked_whiten, reverse_linear_scan,
-                                              trajectory_order, unsort)
+from stepopsd_jax.algorithms import masked
+from stepopsd_jax.algorithms.rows import reverse_linear_scan, trajectory_order, unsort
 
 
 def step_gae(values: Float[Array, "B"], step_reward: Float[Array, "B"],
@@ -42,7 +42,7 @@ def step_gae(values: Float[Array, "B"], step_reward: Float[Array, "B"],
   adv_B = reverse_linear_scan(jnp.where(has_next_B, gamma * lam, 0.0), delta_B)
   adv = jnp.where(row_valid, unsort(adv_B, order_B), 0.0)
   returns = jnp.where(row_valid, adv + values.astype(jnp.float32), 0.0)
-  return (masked_whiten(adv, row_valid) if whiten else adv), returns
+  return (masked.whiten(adv, row_valid) if whiten else adv), returns
 
 
 def last_token_mask(response_mask: Bool[Array, "B R"]) -> Bool[Array, "B R"]:
@@ -84,4 +84,4 @@ def token_gae(values: Float[Array, "B R"], step_reward: Float[Array, "B"],
   adv_N = jnp.where(m_N, reverse_linear_scan(coef_N, delta_N), 0.0)
   adv = unsort(adv_N.reshape(b, r), order_B)
   returns = jnp.where(gen_BxR, adv + values.astype(jnp.float32), 0.0)
-  return (masked_whiten(adv, gen_BxR) if whiten else adv), returns
+  return (masked.whiten(adv, gen_BxR) if whiten else adv), returns

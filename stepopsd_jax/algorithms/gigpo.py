@@ -7,23 +7,19 @@
     A^S_t  = (G_t - mean_anchor G) / (std_anchor G + eps); singleton groups 0   (Eq. 7)
     A_t    = A^E_i + omega * A^S_t                                           (Eq. 8)
 
-`norm_by_std=False` drops both std divisions (verl-agent's `mode=mean_norm`). The similarity
-grouping of text observations is a host-side helper that produces `anchor_id`s.
+`norm_by_std=False` drops both std divisions (verl-agent's `mode=mean_norm`). Anchors are exact:
+the rollout hashes each step's first observation into `anchor_id`.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from stepopsd_jax.algorithms.advantages import grpo_advantages
-from stepopsd_jax.algorithms.segments import (dense_group_ids, discounted_return_to_go,
-                                              segment_centre)
+from stepopsd_jax.algorithms.grpo import grpo_advantages
+from stepopsd_jax.algorithms.rows import (dense_group_ids, discounted_return_to_go,
+                                          segment_centre)
 
 
 def anchor_groups(group_id: Int[Array, "B"], anchor_id: Int[Array, "B"],
@@ -78,37 +74,3 @@ def anchor_metrics(size_B: Float[Array, "B"], adv_s: Float[Array, "B"],
       "gigpo/anchor_singleton_row_frac": jnp.sum(row_valid & (size_B == 1)) / n_rows,
       "gigpo/step_adv_abs_mean": jnp.sum(jnp.abs(adv_s)) / n_rows,
   }
-
-
-def similarity_anchor_ids(observations: Sequence[str], group_ids: Sequence[int],
-                          threshold: float = 0.95) -> np.ndarray:
-  """Host side: anchor ids grouping observations of a task group whose difflib ratio >= threshold.
-
-  Greedy, as verl-agent's `build_step_group`: each observation joins the first cluster of its
-  task group whose first member is similar enough, else starts a new one. Ids are the cluster's
-  index inside its task group (int32 [N]); they only need to be unique per (group, cluster).
-  `threshold=1.0` groups identical observations only.
-  """
-  if not 0.0 < threshold <= 1.0:
-    raise ValueError(f"similarity threshold {threshold}: must lie in (0, 1].")
-  reps: dict[int, list[str]] = {}
-  exact: dict[tuple[int, str], int] = {}
-  ids = np.zeros(len(observations), np.int32)
-  for i, (obs, g) in enumerate(zip(observations, group_ids, strict=True)):
-    g = int(g)
-    if (g, obs) not in exact:
-      exact[(g, obs)] = _find_cluster(obs, reps.setdefault(g, []), threshold)
-    ids[i] = exact[(g, obs)]
-  return ids
-
-
-def _find_cluster(obs: str, reps: list[str], threshold: float) -> int:
-  """Index of the first representative similar to `obs`, appending `obs` when there is none."""
-  for k, rep in enumerate(reps):
-    matcher = difflib.SequenceMatcher(None, rep, obs, autojunk=False)
-    # real_quick_ratio >= quick_ratio >= ratio: cheap upper bounds reject most pairs early.
-    if (matcher.real_quick_ratio() >= threshold and matcher.quick_ratio() >= threshold
-        and matcher.ratio() >= threshold):
-      return k
-  reps.append(obs)
-  return len(reps) - 1

@@ -1,7 +1,18 @@
-"""Policy-gradient losses (DESIGN 4.9): PPO clip with clip-higher, KL to a reference, entropy.
+"""Policy-gradient losses (DESIGN 4.9): PPO clip with clip-higher, KL estimators, entropy.
 
 Aggregation divides by batch-wide totals passed in (`num_tokens`, `num_rows`), so the sum of
 micro-batch losses equals the full-batch loss and accumulated gradients are exact.
+
+KL(pi || q) per sampled token, with l = log pi(y_k) - log q(y_k) (Schulman 2020, "Approximating
+KL divergence"; the gradient facts: Tang & Munos 2025):
+
+    k1 = l                   unbiased value; as a loss its gradient grad log pi has mean zero
+    k2 = l^2 / 2             its gradient l grad log pi is, in expectation over pi, exactly
+                             grad KL(pi || q): the term to train on
+    k3 = exp(-l) - 1 + l     unbiased and non-negative value; its gradient is the forward KL's
+
+The same estimators serve the KL to a frozen reference (`algo.kl_estimator`) and OPSD's KL to
+the hindsight teacher (`algo.opsd_kl`); q is always under stop_gradient.
 """
 
 from __future__ import annotations
@@ -10,19 +21,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from stepopsd_jax.algorithms import masked
+
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean")
-KL_ESTIMATORS = ("k1", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
 def aggregate(x: Float[Array, "B R"], mask: Bool[Array, "B R"], mode: str,
               num_tokens: Array, num_rows: Array) -> Float[Array, ""]:
   """token_mean: sum over tokens / all tokens; seq_mean: mean over rows of per-row means."""
-  x = jnp.where(mask, x, 0.0)
   if mode == "token_mean":
-    return jnp.sum(x) / jnp.maximum(num_tokens, 1.0)
+    return masked.total(x, mask) / jnp.maximum(num_tokens, 1.0)
   if mode == "seq_mean":
-    per_row = jnp.sum(x, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1)
-    return jnp.sum(per_row) / jnp.maximum(num_rows, 1.0)
+    return jnp.sum(masked.mean(x, mask, axis=1)) / jnp.maximum(num_rows, 1.0)
   raise ValueError(f"loss aggregation {mode!r}: choose one of {LOSS_AGGREGATIONS}.")
 
 
@@ -35,14 +46,23 @@ def ppo_clip_terms(logp: Float[Array, "B R"], old_logp: Float[Array, "B R"],
   return -jnp.minimum(unclipped, clipped), clipped < unclipped
 
 
-def kl_terms(logp: Float[Array, "B R"], ref_logp: Float[Array, "B R"], estimator: str):
-  """Per-token KL(pi || ref) estimate on sampled tokens: k1 = log ratio, k3 = Schulman's."""
-  log_ratio = ref_logp - logp
+def kl(logp: Float[Array, "B R"], other_logp: Float[Array, "B R"], mask: Bool[Array, "B R"],
+       estimator: str) -> Float[Array, "B R"]:
+  """Per-token estimate of KL(pi || q) on the sampled tokens (module docstring); 0 off `mask`.
+
+  `other_logp` (log q) is stop-gradient: a teacher or reference never receives gradient.
+  """
+  log_ratio = logp.astype(jnp.float32) - jax.lax.stop_gradient(other_logp.astype(jnp.float32))
+  log_ratio = jnp.where(mask, log_ratio, 0.0)  # no inf - inf off the response
   if estimator == "k1":
-    return -log_ratio
-  if estimator == "k3":
-    return jnp.exp(log_ratio) - log_ratio - 1.0
-  raise ValueError(f"kl estimator {estimator!r}: choose one of {KL_ESTIMATORS}.")
+    terms = log_ratio
+  elif estimator == "k2":
+    terms = 0.5 * log_ratio ** 2
+  elif estimator == "k3":
+    terms = jnp.expm1(-log_ratio) + log_ratio
+  else:
+    raise ValueError(f"kl estimator {estimator!r}: choose one of {KL_ESTIMATORS}.")
+  return jnp.where(mask, terms, 0.0)
 
 
 def token_logprobs_and_entropy(logits: Float[Array, "B R V"], tokens: Array):

@@ -77,18 +77,13 @@ class BatchedEnv:
   """
 
   def __init__(self, env_fn: Callable[[int], Env], num_envs: int, *,
-               max_steps: int | None = None, error_reward: float = 0.0,
-               invalid_action_penalty: float = 0.0):
+               max_steps: int | None = None, error_reward: float = 0.0):
     """`env_fn(i)` builds env i; the index lets envs get distinct seeds (e.g. `seed=i`)."""
     if num_envs < 1:
       raise ValueError(f"num_envs={num_envs} must be at least 1.")
-    if invalid_action_penalty < 0:
-      raise ValueError(f"invalid_action_penalty={invalid_action_penalty} must be >= 0 "
-                       "(it is subtracted from the reward).")
     self.envs = [env_fn(i) for i in range(num_envs)]
     self.max_steps_override = max_steps
     self.error_reward = float(error_reward)
-    self.invalid_action_penalty = float(invalid_action_penalty)
     self.tasks: list[Task] = []
     self.done = [True] * num_envs
     self.num_steps = [0] * num_envs
@@ -121,12 +116,11 @@ class BatchedEnv:
 
   def stats(self) -> dict[str, float]:
     """Counters and timers of the episodes since the last reset, for metrics."""
-    return dict(num_env_errors=self.num_env_errors, num_invalid_actions=self.num_invalid_actions,
-                env_step_seconds=self.env_step_seconds, env_reset_seconds=self.env_reset_seconds)
+    return dict(num_env_errors=self.num_env_errors, env_step_seconds=self.env_step_seconds,
+                env_reset_seconds=self.env_reset_seconds)
 
   def _zero_counters(self):
     self.num_env_errors = 0
-    self.num_invalid_actions = 0
     self.env_step_seconds = 0.0
     self.env_reset_seconds = 0.0
 
@@ -152,9 +146,6 @@ class BatchedEnv:
     self.num_steps[i] += 1
     if isinstance(result, Exception):
       return self._fail(i, result)
-    if not result.info.get("valid_action", True):
-      self.num_invalid_actions += 1
-      result.reward -= self.invalid_action_penalty
     if not result.done and self.num_steps[i] >= self.step_limits[i]:
       result.done = True
       result.info.update(won=False, truncated=True)

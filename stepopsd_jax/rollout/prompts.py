@@ -45,10 +45,3 @@ def messages(user_text: str, cfg: PromptConfig) -> list[dict]:
   system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
   return system + [{"role": "user", "content": user_text}]
 
-
-def hindsight_block(won: bool, traj_return: float, demo_actions: Sequence[str] | None,
-                    reference: str | None) -> str | None:
-  """The whole hindsight block (`rollout.hindsight.block` at step 0, nothing left out)."""
-  from stepopsd_jax.rollout import hindsight  # pylint: disable=g-import-not-at-top
-  demo = tuple(demo_actions) if demo_actions is not None else None
-  return hindsight.block(hindsight.Hindsight(won, traj_return, demo, reference), step=0)

@@ -8,16 +8,17 @@ from collections.abc import Sequence
 
 from stepopsd_jax import envs as envs_lib
 from stepopsd_jax import text
-from stepopsd_jax.rollout import prompts, protocol, scripted
+from stepopsd_jax.rollout import loop, prompts, protocol
+
+CHUNK = 64  # envs alive at once (an ALFWorld env holds a whole game)
 
 
 def random_policy_texts(env_name: str, tasks: Sequence[envs_lib.Task],
                         prompt_cfg: prompts.PromptConfig, seed: int) -> list[tuple[str, str]]:
   """(user message, response text) of every step of one random-policy episode per task."""
-  policy = protocol.for_env(env_name).random_policy
-  episodes = scripted.play(env_name, tasks, policy, prompt_cfg, env_seed=seed, policy_seed=seed,
-                           batch_size=1)
-  return [step for episode in episodes for step in episode.steps]
+  result = loop.play(env_name, tasks, protocol.for_env(env_name).random_policy, prompt_cfg,
+                     env_seed=seed, policy_seed=seed, chunk=CHUNK)
+  return [step for traj in result.trajectories for step in traj.steps]
 
 
 def train_env_tokenizer(env_name: str, tasks: Sequence[envs_lib.Task],

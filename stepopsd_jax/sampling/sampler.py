@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jaxtyping import Array, Bool, Float, Int
 
@@ -43,6 +42,19 @@ class SamplingParams:
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(f"Invalid sampling params {self}: need temperature >= 0, "
                        "0 < top_p <= 1, top_k >= 0.")
+
+
+def pad_left(seqs: Sequence[Sequence[int]], width: int, pad_id: int, rows: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """[rows, width] tokens and mask of left-padded sequences (a longer one keeps its last
+  `width` tokens); rows past len(seqs) are all padding."""
+  tokens = np.full((rows, width), pad_id, np.int32)
+  mask = np.zeros((rows, width), bool)
+  for i, seq in enumerate(seqs):
+    seq = list(seq)[-width:] if width else []
+    if seq:
+      tokens[i, width - len(seq):], mask[i, width - len(seq):] = seq, True
+  return tokens, mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,15 +215,8 @@ class Sampler:
                        f"{self.buckets.batch[-1]}; add a larger bucket or split the batch.")
     longest = max((len(x) for x in prompts), default=1)
     width = Buckets.pick(self.buckets.prompt, max(longest, 1)) or self.buckets.prompt[-1]
-    tokens = np.full((b, width), self.pad_id, np.int32)
-    mask = np.zeros((b, width), bool)
-    truncated = 0
-    for i, prompt in enumerate(prompts):
-      prompt = list(prompt)[-width:]
-      truncated += len(prompt) < len(prompts[i])
-      if prompt:
-        tokens[i, width - len(prompt):], mask[i, width - len(prompt):] = prompt, True
-    return tokens, mask, truncated
+    tokens, mask = pad_left(prompts, width, self.pad_id, b)
+    return tokens, mask, sum(len(p) > width for p in prompts)
 
   def generate(self, weights: Any, prompts: Sequence[Sequence[int]], rng: Array) -> SampleOutput:
     tokens, mask, truncated = self.pad(prompts)
@@ -233,18 +238,15 @@ def _generate_on_mesh(sampler: Sampler, weights, tokens: np.ndarray, mask: np.nd
   With several processes each brings its own prompts: they agree on the widest padded shape,
   re-pad, decode as one global batch, and each gets its own rows back.
   """
-  rows = sharding.batch_sharding(mesh, 1).spec
   if jax.process_count() == 1:  # rows split where (data, fsdp) divides the bucket, else copied
     placed = NamedSharding(mesh, sharding.logical_to_spec(("batch", None), tokens.shape, mesh))
     tokens, mask = jax.device_put(tokens, placed), jax.device_put(mask, placed)
   else:
-    b, p = np.asarray(multihost_utils.process_allgather(np.array(tokens.shape))).max(axis=0)
-    grow = ((0, int(b) - tokens.shape[0]), (int(p) - tokens.shape[1], 0))
+    b, p = sharding.widest(tokens.shape)
+    grow = ((0, b - tokens.shape[0]), (p - tokens.shape[1], 0))
     tokens = np.pad(tokens, grow, constant_values=sampler.pad_id)
     mask = np.pad(mask, grow, constant_values=False)
-    tokens, mask = multihost_utils.host_local_array_to_global_array((tokens, mask), mesh, rows)
-  out = generate_padded(sampler.config, sampler.params, sampler.pad_id, weights, tokens, mask,
-                        rng, sampler.stop_table, mesh)
-  if jax.process_count() > 1:
-    out = multihost_utils.global_array_to_host_local_array(out, mesh, rows)
+    tokens, mask = sharding.to_global((tokens, mask), mesh)
+  out = sharding.to_local(generate_padded(sampler.config, sampler.params, sampler.pad_id, weights,
+                                          tokens, mask, rng, sampler.stop_table, mesh), mesh)
   return tuple(np.asarray(x) for x in out)

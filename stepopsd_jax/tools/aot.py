@@ -12,7 +12,6 @@ step does not fit in HBM it says so and suggests what to change.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
@@ -21,12 +20,15 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from jax.sharding import Mesh
 
 from stepopsd_jax import models, sampling, sharding
+from stepopsd_jax.batch import StepBatch
+from stepopsd_jax.run.config import step_config
+from stepopsd_jax.run.setup import optimizers
 from stepopsd_jax.tools import memory
-from stepopsd_jax.train import setup, step as step_lib
-from stepopsd_jax.train.state import abstract_state
+from stepopsd_jax.train import abstract_state, jit_train_step
 
 GiB = memory.GiB
 
@@ -46,19 +48,6 @@ CHIPS = {
     "v5e": Chip(197e12, 16 * GiB, 819e9),
     "v6e": Chip(918e12, 32 * GiB, 1640e9),
 }
-
-# StepBatch fields: (dims, dtype); P prompt, PT teacher prompt, R response (rollout/stepbatch.py).
-BATCH_FIELDS = {
-    "prompt_tokens": ("BP", jnp.int32), "prompt_mask": ("BP", bool),
-    "teacher_prompt_tokens": ("BT", jnp.int32), "teacher_prompt_mask": ("BT", bool),
-    "response_tokens": ("BR", jnp.int32), "response_mask": ("BR", bool),
-    "control_mask": ("BR", bool), "behavior_logprobs": ("BR", jnp.float32),
-    "traj_id": ("B", jnp.int32), "step_idx": ("B", jnp.int32), "group_id": ("B", jnp.int32),
-    "step_reward": ("B", jnp.float32), "traj_return": ("B", jnp.float32),
-    "traj_success": ("B", bool), "anchor_id": ("B", jnp.int32),
-    "has_hindsight": ("B", bool), "row_valid": ("B", bool),
-}
-
 
 CORES_PER_CHIP = {"v4": 2, "v5p": 2}  # 'v5p-N' counts TensorCores; one JAX device per chip
 
@@ -86,26 +75,18 @@ def topology_mesh(topology: str, config) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), sharding.AXES)
 
 
-def abstract_batch(shapes: memory.Shapes, mesh) -> dict:
-  sizes = {"B": shapes.rows, "P": shapes.prompt_len, "T": shapes.teacher_len,
-           "R": shapes.response_len}
-  return {k: jax.ShapeDtypeStruct(tuple(sizes[d] for d in dims), dtype,
-                                  sharding=sharding.batch_sharding(mesh, len(dims)))
-          for k, (dims, dtype) in BATCH_FIELDS.items()}
-
-
 def compile_train_step(config, shapes: memory.Shapes, mesh):
   """The jitted step of `train/step.py`, lowered on abstract sharded inputs and compiled."""
   model_config = memory.model_config(config)
-  cfg = setup.step_config(config)
-  tx, critic_tx = setup.optimizers(config, cfg)
+  cfg = step_config(config)
+  tx, critic_tx = optimizers(config, cfg)
   state = abstract_state(model_config, tx, mesh, keep_reference=cfg.keep_reference,
                          keep_ema=cfg.keep_ema, critic_tx=critic_tx)
-  batch = abstract_batch(shapes, mesh)
+  batch = StepBatch.abstract(shapes.rows, shapes.prompt_len, shapes.teacher_len,
+                             shapes.response_len, mesh)
   rng = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype,
                              sharding=sharding.replicated(mesh))
-  fn = step_lib.jit_train_step(model_config, cfg, tx, mesh,
-                               tuple(sorted((k, v.ndim) for k, v in batch.items())), critic_tx)
+  fn = jit_train_step(model_config, cfg, tx, mesh, critic_tx)
   return fn.lower(state, batch, rng).compile()
 
 
@@ -191,7 +172,7 @@ def report(compiled, config, shapes, mesh, topology: str) -> tuple[str, bool]:
   cost = _cost(compiled)
   n_dev = mesh.devices.size
   c = memory.model_config(config)
-  executed, useful = (f / n_dev for f in step_flops(c, setup.step_config(config), shapes))
+  executed, useful = (f / n_dev for f in step_flops(c, step_config(config), shapes))
   t_step = executed / chip.bf16_flops
   lines = [
       f"compiled train step on {topology} ({n_dev} devices, mesh {dict(mesh.shape)}):", mem,
@@ -209,31 +190,36 @@ def report(compiled, config, shapes, mesh, topology: str) -> tuple[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m stepopsd_jax.tools.aot")
-  memory.add_flags(parser)
-  parser.add_argument("--topology", default="v5p:2x2x1", help="e.g. v5p:2x2x1, v5e:4x4, v6e:2x2")
-  parser.add_argument("--sampler", action="store_true",
-                      help="also compile the sampler's prefill + decode (rollout.batch_size rows)")
-  parser.add_argument("--sampler_only", action="store_true",
-                      help="compile only the sampler (skips the train step's long compile)")
-  args, config = memory.load(sys.argv[1:] if argv is None else argv, parser)
-  if args.topology.split(":")[0] not in CHIPS:
-    parser.error(f"--topology={args.topology}: known chips {sorted(CHIPS)}")
-  shapes = memory.default_shapes(config, args.rows, args.prompt_len, args.teacher_len,
-                                 args.response_len)
-  mesh = topology_mesh(args.topology, config)
+  def define(fv):
+    memory.define_shape_flags(fv)
+    flags.DEFINE_string("topology", "v5p:2x2x1", "e.g. v5p:2x2x1, v5e:4x4, v6e:2x2",
+                        flag_values=fv)
+    flags.DEFINE_bool("sampler", False, "also compile the sampler's prefill + decode "
+                      "(rollout.batch_size rows)", flag_values=fv)
+    flags.DEFINE_bool("sampler_only", False, "compile only the sampler (skips the train "
+                      "step's long compile)", flag_values=fv)
+
+  fv = memory.load(sys.argv[1:] if argv is None else argv, define)
+  if fv is None:
+    return 2
+  config, topology = fv.config, fv.topology
+  if topology.split(":")[0] not in CHIPS:
+    print(f"--topology={topology}: known chips {sorted(CHIPS)}", file=sys.stderr)
+    return 2
+  shapes = memory.shapes_from_flags(fv)
+  mesh = topology_mesh(topology, config)
   _, rows = memory.plan_from_config(config, mesh.devices.size, shapes)
   print(memory.format_table(rows, f"memory plan per device (estimate), {shapes}:"), flush=True)
-  if args.sampler_only:
-    return 0 if _sampler(config, shapes, mesh, args.topology) else 1
+  if fv.sampler_only:
+    return 0 if _sampler(config, shapes, mesh, topology) else 1
   compiled, oom = compile_or_oom(compile_train_step, config, shapes, mesh)
   if oom:
-    print(f"train step on {args.topology}: DOES NOT FIT ({oom})\n{SUGGEST}")
+    print(f"train step on {topology}: DOES NOT FIT ({oom})\n{SUGGEST}")
     return 1
-  text, fits = report(compiled, config, shapes, mesh, args.topology)
+  text, fits = report(compiled, config, shapes, mesh, topology)
   print(text, flush=True)
-  if args.sampler:
-    fits = _sampler(config, shapes, mesh, args.topology) and fits
+  if fv.sampler:
+    fits = _sampler(config, shapes, mesh, topology) and fits
   return 0 if fits else 1
 
 

@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec
 
 from stepopsd_jax import models, sharding
 from stepopsd_jax.tools import aot, memory
-from stepopsd_jax.train import config as config_lib
+from stepopsd_jax.run import config as config_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "tests" / "tools" / "goldens"
@@ -59,7 +59,7 @@ def sharding_table(config, topology: str) -> dict:
 def load(name: str):
   """The config of golden `name` (a key of CONFIGS), its path taken from the repo root."""
   path, sep, arg = CONFIGS[name].partition(":")
-  return config_lib.load_config(str(REPO / path) + sep + arg)
+  return config_lib.load(str(REPO / path) + sep + arg)
 
 
 def golden_path(name: str, topology: str) -> pathlib.Path:

@@ -11,19 +11,20 @@ AOT compile in tools/aot.py gives the compiler's own figure).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 from jax.sharding import AbstractMesh
 
 from stepopsd_jax import models, sharding
 from stepopsd_jax.models import QwenConfig
-from stepopsd_jax.train import config as config_lib, critic, setup
-from stepopsd_jax.train.step import StepConfig
+from stepopsd_jax.run import config as config_lib
+from stepopsd_jax.run.setup import optimizers
+from stepopsd_jax.train import StepConfig, value_model
 
 GiB = 2 ** 30
 
@@ -128,7 +129,7 @@ def plan(c: QwenConfig, cfg: StepConfig, tx, critic_tx, shapes: Shapes, mesh) ->
           "activations (estimate)": activation_bytes(c, cfg, shapes, mesh),
           "kv cache (rollout)": kv_cache_bytes(c, shapes, mesh)}
   if cfg.needs_critic:
-    cc = critic.critic_config(c)
+    cc = value_model.critic_config(c)
     cs, cl = models.param_shapes(cc), models.param_logical_axes(cc)
     rows["critic + its optimizer"] = 2 * sharded_bytes(cs, cl, mesh) + _opt_bytes(
         critic_tx, cs, cl, mesh)  # weights + grads + moments (the head is negligible)
@@ -163,44 +164,51 @@ def default_shapes(config, rows=None, prompt_len=None, teacher_len=None, respons
                 response_len=response_len or r.max_new_tokens, sample_rows=r.batch_size)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--config", default="configs/default.py", help="config file[:arg]")
-  for name, what in (("rows", "StepBatch rows per update (default rollout.batch_size)"),
-                     ("prompt_len", "prompt tokens (default max rollout.prompt_buckets)"),
-                     ("teacher_len", "teacher prompt tokens (default prompt_len)"),
-                     ("response_len", "response tokens (default rollout.max_new_tokens)")):
-    parser.add_argument(f"--{name}", type=int, default=None, help=what)
+SHAPE_FLAGS = (("rows", "StepBatch rows per update (default rollout.batch_size)"),
+               ("prompt_len", "prompt tokens (default max rollout.prompt_buckets)"),
+               ("teacher_len", "teacher prompt tokens (default prompt_len)"),
+               ("response_len", "response tokens (default rollout.max_new_tokens)"))
 
 
-def load(argv: list[str], parser: argparse.ArgumentParser):
-  """(args, config) with `--config.a.b=v` overrides applied."""
-  args, rest = parser.parse_known_args(argv)
+def define_shape_flags(fv: flags.FlagValues) -> None:
+  for name, what in SHAPE_FLAGS:
+    flags.DEFINE_integer(name, None, what, flag_values=fv)
+
+
+def load(argv: list[str], define) -> flags.FlagValues | None:
+  """Parsed flags (`--config=... --config.a.b=v` and the tool's own), or None after printing
+  the one-line error."""
   try:
-    overrides = config_lib.split_overrides(rest)
+    return config_lib.parse_flags(argv, define, workdir_required=False)
   except config_lib.ConfigError as e:
-    parser.error(str(e))
-  config = config_lib.load_config(args.config)
-  config_lib.apply_overrides(config, overrides)
-  return args, config
+    print(f"config error: {e}", file=sys.stderr)
+    return None
+
+
+def shapes_from_flags(fv: flags.FlagValues) -> Shapes:
+  return default_shapes(fv.config, *(fv[name].value for name, _ in SHAPE_FLAGS))
 
 
 def plan_from_config(config, num_devices: int, shapes: Shapes | None = None):
   """(mesh, rows) for a config on `num_devices` devices of the mesh it asks for."""
   mesh = abstract_mesh(sharding.mesh_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
                                            num_devices))
-  cfg = setup.step_config(config)
-  tx, critic_tx = setup.optimizers(config, cfg)
+  cfg = config_lib.step_config(config)
+  tx, critic_tx = optimizers(config, cfg)
   return mesh, plan(model_config(config), cfg, tx, critic_tx, shapes or default_shapes(config),
                     mesh)
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m stepopsd_jax.tools.memory")
-  add_flags(parser)
-  parser.add_argument("--devices", type=int, default=8, help="devices the mesh spans")
-  args, config = load(sys.argv[1:] if argv is None else argv, parser)
-  shapes = default_shapes(config, args.rows, args.prompt_len, args.teacher_len, args.response_len)
-  mesh, rows = plan_from_config(config, args.devices, shapes)
+  def define(fv):
+    define_shape_flags(fv)
+    flags.DEFINE_integer("devices", 8, "devices the mesh spans", flag_values=fv)
+
+  fv = load(sys.argv[1:] if argv is None else argv, define)
+  if fv is None:
+    return 2
+  config, shapes = fv.config, shapes_from_flags(fv)
+  mesh, rows = plan_from_config(config, fv.devices, shapes)
   print(format_table(rows, f"memory plan per device: {config.model.preset}, mesh "
                            f"{dict(mesh.shape)}, {shapes}, remat={config.model.remat_policy}"))
   return 0

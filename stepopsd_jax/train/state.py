@@ -17,10 +17,8 @@ import optax
 
 from stepopsd_jax import models, sharding
 from stepopsd_jax.models import QwenConfig
-from stepopsd_jax.train.critic import critic_shapes, critic_shardings, init_critic
+from stepopsd_jax.train.value_model import critic_shapes, critic_shardings, init_critic
 
-TEACHERS = ("policy", "reference", "ema")
-CRITIC_LR = 1e-3  # optim.critic_lr when a config does not set it
 
 
 @flax.struct.dataclass
@@ -36,13 +34,14 @@ class TrainState:
 
 @functools.lru_cache(maxsize=16)
 def make_optimizer(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.0,
-                   grad_clip: float = 1.0, b1: float = 0.9, b2: float = 0.999
+                   grad_clip: float | None = 1.0, b1: float = 0.9, b2: float = 0.999
                    ) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping and a linear warm-up to a constant rate."""
+  """AdamW with global-norm clipping (None: none) and a linear warm-up to a constant rate.
+  Cached: equal settings give the same object, so runs share compiled steps."""
   del total_steps  # constant after warm-up, as in verl's default actor schedule
   schedule = optax.linear_schedule(0.0, lr, max(warmup_steps, 1)) if warmup_steps else lr
-  return optax.chain(optax.clip_by_global_norm(grad_clip),
-                     optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
+  adamw = optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)
+  return adamw if grad_clip is None else optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
 
 
 def _init(params, tx, keep_reference: bool, keep_ema: bool, model_config: QwenConfig,
@@ -54,7 +53,7 @@ def _init(params, tx, keep_reference: bool, keep_ema: bool, model_config: QwenCo
                     critic_opt_state=critic_tx.init(critic) if critic is not None else None)
 
 
-def _opt_shardings(tx, param_shapes, param_shardings, mesh):
+def opt_shardings(tx, param_shapes, param_shardings, mesh):
   """The optimizer state's shardings: moments like their params, counters replicated."""
   opt_shapes = jax.eval_shape(tx.init, param_shapes)
   return optax.tree_map_params(tx, lambda _, s: s, opt_shapes, param_shardings,
@@ -70,9 +69,9 @@ def state_shardings(model_config: QwenConfig, tx, mesh, keep_reference: bool, ke
   critic = critic_opt = None
   if critic_tx is not None:
     critic = critic_shardings(model_config, mesh)
-    critic_opt = _opt_shardings(critic_tx, critic_shapes(model_config), critic, mesh)
+    critic_opt = opt_shardings(critic_tx, critic_shapes(model_config), critic, mesh)
   return TrainState(step=sharding.replicated(mesh), params=params,
-                    opt_state=_opt_shardings(tx, param_shapes, params, mesh),
+                    opt_state=opt_shardings(tx, param_shapes, params, mesh),
                     ref_params=params if keep_reference else None,
                     ema_params=params if keep_ema else None, critic_params=critic,
                     critic_opt_state=critic_opt)

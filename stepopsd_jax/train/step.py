@@ -5,105 +5,70 @@ config, the step config and the optimizers are bound with `functools.partial`, a
 `jit_train_step` compiles it with explicit shardings over the mesh, the state donated. Read top
 to bottom:
 
-    V   = critic(prompt [| response])                     stop_gradient (ppo, steppo only)
-    A   = advantage.estimate(batch, V)                     the estimator algo.estimator names
-    lp  = log pi_student(response | prompt)                with gradient
-    lpT = log pi_teacher(response | hindsight prompt)      stop_gradient (stepopsd, opsd only)
-    A^  = (1 - lambda) A + lambda w(A, lpT - lp) A         stepopsd only
+    ids  = dense in [0, B)                                  the estimators' segment sums need it
+    V    = critic(prompt [| response])                      stop_gradient (ppo, steppo)
+    A    = estimators.estimate(batch, V)                    the estimator algo.estimator names
+    lpT  = log pi_teacher(response | hindsight prompt)      stop_gradient (stepopsd, opsd)
+    lp   = log pi_student(response | prompt)                with gradient
+    A^   = (1 - lambda) A + lambda w(A, lpT - lp) A          stepopsd: the one shaping call
     loss = PPO-clip(lp, behaviour lp, A^) + beta KL(pi || ref) + beta_opsd KL(pi || teacher)
            - c H(pi)
-    critic <- clipped value loss towards the GAE returns   (ppo, steppo only)
+    params <- AdamW(grad loss); the update is skipped when the loss or the gradient is not finite
+    critic <- clipped value loss towards the GAE returns   (ppo, steppo)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from stepopsd_jax import algorithms, models, sharding
-from stepopsd_jax.algorithms import losses
+from stepopsd_jax import algorithms, sharding
+from stepopsd_jax.algorithms import Targets, losses, masked, opsd
+from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.models import QwenConfig
-from stepopsd_jax.train import advantage, critic, micro
-from stepopsd_jax.train.advantage import CRITIC_ESTIMATORS, ESTIMATORS, TEACHER_ESTIMATORS
-from stepopsd_jax.train.state import TEACHERS, TrainState, state_shardings
+from stepopsd_jax.train import value_model
+from stepopsd_jax.train.config import StepConfig
+from stepopsd_jax.train.forward import Student, frozen_logprobs, student_forward
+from stepopsd_jax.train.micro import value_and_grad
+from stepopsd_jax.train.state import TrainState, state_shardings
 
 
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-  """Everything the step needs besides the model config and the optimizers (hashable)."""
-  estimator: str = "stepopsd"
-  alpha_clip: float = 0.2
-  lambda_mix: float = 0.5
-  credit_budget: str = "trajectory"
-  norm_by_std: bool = True
-  clip_low: float = 0.2
-  clip_high: float = 0.28
-  loss_agg: str = "token_mean"
-  kl_coef: float = 0.0
-  kl_estimator: str = "k3"
-  entropy_coef: float = 0.0
-  teacher: str = "policy"  # policy | reference | ema
-  ema_decay: float = 0.99
-  temperature: float = 1.0
-  micro_batches: int = 1
-  gamma: float = 0.95  # gigpo: discount of the step returns inside anchor groups
-  gigpo_step_weight: float = 1.0  # gigpo: omega in A = A^E + omega A^S
-  gae_gamma: float = 1.0  # ppo / steppo
-  gae_lambda: float = 1.0  # ppo / steppo
-  value_clip: float = 0.2  # ppo / steppo critic; 0 disables the clip
-  reinforce_group_baseline: bool = False  # reinforce_pp: subtract the group mean first
-  opsd_beta: float = 0.1  # opsd: weight of KL(student || hindsight teacher)
-  opsd_kl: str = "k2"  # opsd: per-token estimator trained on (k1, k2, k3)
-
-  @property
-  def needs_teacher(self) -> bool:
-    return self.estimator in TEACHER_ESTIMATORS
-
-  @property
-  def needs_critic(self) -> bool:
-    return self.estimator in CRITIC_ESTIMATORS
-
-  @property
-  def shapes_credit(self) -> bool:
-    """StepOPSD's shaping of the advantages by the per-token teacher gap."""
-    return self.estimator == "stepopsd"
-
-  @property
-  def keep_reference(self) -> bool:
-    return self.kl_coef > 0 or (self.needs_teacher and self.teacher == "reference")
-
-  @property
-  def keep_ema(self) -> bool:
-    return self.needs_teacher and self.teacher == "ema"
-
-  def __post_init__(self):
-    for name, value, choices in (("estimator", self.estimator, ESTIMATORS),
-                                 ("teacher", self.teacher, TEACHERS),
-                                 ("credit_budget", self.credit_budget, algorithms.CREDIT_BUDGETS),
-                                 ("loss_agg", self.loss_agg, losses.LOSS_AGGREGATIONS),
-                                 ("kl_estimator", self.kl_estimator, losses.KL_ESTIMATORS),
-                                 ("opsd_kl", self.opsd_kl, algorithms.OPSD_KL_ESTIMATORS)):
-      if value not in choices:
-        raise ValueError(f"algo.{name}={value!r}: choose one of {choices}.")
-    if self.temperature <= 0:
-      raise ValueError(f"temperature={self.temperature} (rollout.temperature) must be > 0: the "
-                       "step scores tokens under the sampling distribution.")
+def train_step(state: TrainState, batch: StepBatch, rng: jax.Array, *, config: QwenConfig,
+               cfg: StepConfig, tx: optax.GradientTransformation,
+               critic_tx: optax.GradientTransformation | None = None):
+  """One policy (and critic) update on a StepBatch; returns the new state and scalar metrics."""
+  del rng  # no dropout; kept so every step has the same signature
+  batch = with_dense_ids(batch)
+  totals = {"num_tokens": jnp.sum(batch.response_mask & batch.row_valid[:, None]),
+            "num_rows": jnp.sum(batch.row_valid)}
+  old_values = value_model.old_values(state, batch, config, cfg) if cfg.needs_critic else None
+  targets, estimator_metrics = algorithms.estimate(batch, cfg, old_values)
+  targets = targets.replace(**frozen_logprobs(state, batch, config, cfg))
+  student = student_forward(state.params, batch, config, cfg)
+  targets = shape_credit(targets, student.logp, batch, cfg)
+  loss, grads, terms = policy_gradients(student, state.params, batch, targets, config, cfg,
+                                        totals)
+  new_state, finite = apply_update(state, grads, loss, tx, cfg)
+  critic_metrics = {}
+  if cfg.needs_critic:
+    new_state, critic_metrics = update_critic(new_state, batch, targets, config, cfg, critic_tx,
+                                              totals)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+             "skipped_update": (~finite).astype(jnp.float32), **terms,
+             **step_metrics(batch, targets, cfg.metric_steps), **estimator_metrics,
+             **critic_metrics}
+  return new_state, metrics
 
 
-def response_logprobs(config: QwenConfig, params, prompt, prompt_mask, response, response_mask,
-                      temperature: float):
-  """log p and entropy of each response token given its (left-padded) prompt, [B, R] f32."""
-  p = prompt.shape[1]
-  tokens = jnp.concatenate([prompt, response], axis=1)
-  mask = jnp.concatenate([prompt_mask, response_mask], axis=1)
-  h = models.hidden_states(config, params, tokens, mask, models.default_positions(mask))
-  logits = models.project(config, params, h[:, p - 1:-1]) / temperature  # predicts response
-  return losses.token_logprobs_and_entropy(logits, response)
+def with_dense_ids(batch: StepBatch) -> StepBatch:
+  """`batch` with trajectory and group ids renumbered densely into [0, B): the estimators'
+  segment sums have B slots, and an id past them would be dropped from the sums (multi-host
+  batches join ids from several processes; a rollout may leave gaps)."""
+  dense = lambda ids: algorithms.dense_group_ids((ids,), batch.row_valid).astype(jnp.int32)
+  return batch.replace(traj_id=dense(batch.traj_id), group_id=dense(batch.group_id))
 
 
 def hindsight_gap(teacher_logp, student_logp, has_hindsight):
@@ -113,185 +78,114 @@ def hindsight_gap(teacher_logp, student_logp, has_hindsight):
   return jnp.where(has_hindsight[:, None], delta, 0.0)
 
 
-def with_dense_ids(batch: dict) -> dict:
-  """`batch` with trajectory and group ids renumbered densely into [0, B): the estimators'
-  segment sums have B slots, and an id past them would be dropped from the sums (multi-host
-  batches join ids from several processes; a rollout may leave gaps)."""
-  valid = batch["row_valid"]
-  return {**batch,
-          "traj_id": algorithms.dense_group_ids((batch["traj_id"],), valid).astype(jnp.int32),
-          "group_id": algorithms.dense_group_ids((batch["group_id"],), valid).astype(jnp.int32)}
+def shape_credit(targets: Targets, student_logp, batch: StepBatch, cfg: StepConfig) -> Targets:
+  """StepOPSD's reshaped advantages (DESIGN 4.8, steps 3-6); other estimators' unchanged."""
+  if not cfg.shapes_credit:
+    return targets
+  delta = hindsight_gap(targets.teacher_logp, student_logp, batch.has_hindsight)
+  shaped = algorithms.stepopsd_shape(targets.adv_rows, delta, batch.control_mask,
+                                     batch.response_mask, batch.traj_id, batch.row_valid,
+                                     cfg.alpha_clip, cfg.lambda_mix, cfg.credit_budget,
+                                     cfg.weight_fn)
+  return targets.replace(adv_tokens=shaped.adv_tokens, weights=shaped.weights, delta=delta)
 
 
-def _teacher_params(state: TrainState, cfg: StepConfig):
-  return {"policy": state.params, "reference": state.ref_params, "ema": state.ema_params}[
-      cfg.teacher]
-
-
-def _forward(config, cfg, params, mb, teacher: bool):
-  prompt = "teacher_prompt_tokens" if teacher else "prompt_tokens"
-  return response_logprobs(config, params, mb[prompt], mb[prompt.replace("tokens", "mask")],
-                           mb["response_tokens"], mb["response_mask"], cfg.temperature)
-
-
-def _regularisers(logp, mb, extra, cfg: StepConfig, agg) -> tuple[jax.Array, dict]:
-  """KL to the reference policy and OPSD's KL to the hindsight teacher: (loss term, metrics)."""
-  loss, terms = 0.0, {}
+def policy_loss(logp, entropy, mb: StepBatch, targets: Targets, cfg: StepConfig, totals):
+  """The policy loss of (a micro-batch of) the batch from its log-probs and entropies, normalised
+  by batch-wide totals; (loss, its terms)."""
+  mask = mb.response_mask & mb.row_valid[:, None]
+  agg = functools.partial(losses.aggregate, mask=mask, mode=cfg.loss_agg, **totals)
+  pg, clipped = losses.ppo_clip_terms(logp, mb.behavior_logprobs, targets.adv_tokens,
+                                      cfg.clip_low, cfg.clip_high)
+  terms = {"pg_loss": agg(pg), "entropy": agg(entropy), "clip_frac": agg(clipped),
+           "approx_kl_behavior": agg(0.5 * (logp - mb.behavior_logprobs) ** 2)}
+  loss = terms["pg_loss"] - cfg.entropy_coef * terms["entropy"]
   if cfg.kl_coef > 0:
-    terms["kl_ref"] = agg(losses.kl_terms(logp, extra["ref_logp"], cfg.kl_estimator))
+    terms["kl_ref"] = agg(losses.kl(logp, targets.ref_logp, mask, cfg.kl_estimator))
     loss = loss + cfg.kl_coef * terms["kl_ref"]
-  if cfg.estimator == "opsd":  # no hindsight block: nothing to distil on that row
-    hindsight_mask = mb["response_mask"] & mb["has_hindsight"][:, None]
-    kl = lambda estimator: agg(algorithms.opsd_kl_terms(logp, extra["teacher_logp"],
-                                                        hindsight_mask, estimator))
-    terms["opsd_loss"] = kl(cfg.opsd_kl)
-    terms["kl_teacher"] = jax.lax.stop_gradient(kl("k3"))  # unbiased, non-negative
+  if cfg.estimator == "opsd":
+    distil = lambda estimator: agg(opsd.distillation_terms(
+        logp, targets.teacher_logp, mb.response_mask, mb.has_hindsight, estimator))
+    terms["opsd_loss"] = distil(cfg.opsd_kl)
+    terms["kl_teacher"] = jax.lax.stop_gradient(distil("k3"))  # unbiased, non-negative
     loss = loss + cfg.opsd_beta * terms["opsd_loss"]
   return loss, terms
 
 
-def _loss(params, mb, extra, config: QwenConfig, cfg: StepConfig, totals):
-  """Loss of one micro-batch (normalised by batch-wide totals) and its per-token terms."""
-  logp, entropy = _forward(config, cfg, params, mb, teacher=False)
-  mask = mb["response_mask"] & mb["row_valid"][:, None]
-  adv = extra["adv_tokens"]
-  if cfg.shapes_credit and cfg.micro_batches == 1:  # one pass: the gap uses this forward
-    delta = hindsight_gap(extra["teacher_logp"], logp, mb["has_hindsight"])
-    w = algorithms.shaping_weights(extra["adv_rows"], delta, mb["control_mask"],
-                                   mb["response_mask"], mb["traj_id"], mb["row_valid"],
-                                   cfg.alpha_clip, cfg.credit_budget)
-    adv = algorithms.mix(extra["adv_rows"], w, mb["response_mask"], mb["row_valid"],
-                         cfg.lambda_mix)
-    extra = {**extra, "delta": delta, "weights": w}
-  pg, clipped = losses.ppo_clip_terms(logp, mb["behavior_logprobs"], adv, cfg.clip_low,
-                                      cfg.clip_high)
-  agg = functools.partial(losses.aggregate, mask=mask, mode=cfg.loss_agg, **totals)
-  terms = {"pg_loss": agg(pg), "entropy": agg(entropy), "clip_frac": agg(clipped),
-           "approx_kl_behavior": agg(0.5 * (logp - mb["behavior_logprobs"]) ** 2)}
-  reg_loss, reg_terms = _regularisers(logp, mb, extra, cfg, agg)
-  loss = terms["pg_loss"] - cfg.entropy_coef * terms["entropy"] + reg_loss
-  return loss, ({**terms, **reg_terms}, _shaping(extra), adv)
+def policy_gradients(student: Student, params, batch: StepBatch, targets: Targets,
+                     config: QwenConfig, cfg: StepConfig, totals):
+  """(loss, gradients, loss terms). One micro-batch: the loss's gradient w.r.t. the student's
+  log-probs pulled back through the forward already run; several: a forward and backward per
+  micro-batch, summed (exact: each loss is normalised batch-wide)."""
+  loss_fn = functools.partial(policy_loss, cfg=cfg, totals=totals)
+  if student.pullback is not None:
+    (loss, terms), cotangents = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+        student.logp, student.entropy, batch, targets)
+    return loss, student.pullback(cotangents)[0], terms
+
+  def micro_loss(p, mb, t):
+    logp, entropy = Student.of(p, mb, config, cfg)
+    return loss_fn(logp, entropy, mb, t)
+
+  loss, grads, terms = value_and_grad(micro_loss, params, batch, targets, cfg.micro_batches)
+  return loss, grads, jax.tree.map(jnp.sum, terms)
 
 
-def _prepare(state: TrainState, batch: dict, config: QwenConfig, cfg: StepConfig):
-  """Gradient-free inputs of the losses on the full batch: (advantages, critic values, teacher
-  and reference log-probs; the estimator's metrics)."""
-  no_grad = lambda fn, params: micro.map_rows(
-      lambda mb: fn(jax.lax.stop_gradient(params), mb), batch, cfg.micro_batches)
-  logp = lambda params, teacher: no_grad(
-      lambda p, mb: _forward(config, cfg, p, mb, teacher)[0], params)
-  old_values = None
-  if cfg.needs_critic:  # V at rollout-time parameters: the GAE baseline and the clip anchor
-    old_values = no_grad(functools.partial(critic.values, config,
-                                           per_token=cfg.estimator == "ppo"), state.critic_params)
-  extra, metrics = advantage.estimate(batch, cfg, old_values)
-  if cfg.needs_critic:
-    extra["old_values"] = old_values
-  if cfg.needs_teacher:
-    extra["teacher_logp"] = logp(_teacher_params(state, cfg), True)
-  if cfg.shapes_credit and cfg.micro_batches > 1:  # the budget needs every step's gap first
-    gap = hindsight_gap(extra["teacher_logp"], logp(state.params, False), batch["has_hindsight"])
-    extra.update(_shape(extra, gap, batch, cfg))
-  if cfg.kl_coef > 0:
-    extra["ref_logp"] = logp(state.ref_params, False)
-  return extra, metrics
-
-
-def _shape(extra, delta, batch, cfg: StepConfig) -> dict:
-  """StepOPSD's weights and mixed advantages from the full batch's gaps (micro-batched runs)."""
-  valid = batch["row_valid"]
-  w = algorithms.shaping_weights(extra["adv_rows"], delta, batch["control_mask"],
-                                 batch["response_mask"], batch["traj_id"], valid, cfg.alpha_clip,
-                                 cfg.credit_budget)
-  return {"delta": delta, "weights": w, "adv_tokens": algorithms.mix(
-      extra["adv_rows"], w, batch["response_mask"], valid, cfg.lambda_mix)}
-
-
-def _grads(state, batch, extra, config, cfg, totals):
-  """Policy gradients summed over micro-batches (exact: each loss is normalised batch-wide)."""
-  loss_fn = functools.partial(_loss, config=config, cfg=cfg, totals=totals)
-  loss, grads, (terms, shaping, adv) = micro.value_and_grad(loss_fn, state.params, batch, extra,
-                                                            cfg.micro_batches)
-  if cfg.micro_batches > 1:
-    terms, shaping, adv = jax.tree.map(jnp.sum, terms), micro.join(shaping), micro.join(adv)
-  return loss, grads, (terms, shaping, adv)
-
-
-def _shaping(extra: dict) -> dict:
-  return {k: extra[k] for k in ("delta", "weights") if k in extra}
-
-
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, config: QwenConfig,
-               cfg: StepConfig, tx: optax.GradientTransformation,
-               critic_tx: optax.GradientTransformation | None = None):
-  """One policy (and critic) update on a StepBatch; returns the new state and scalar metrics."""
-  del rng  # no dropout; kept so every step has the same signature
-  batch = with_dense_ids(batch)
-  totals = {"num_tokens": jnp.sum(batch["response_mask"] & batch["row_valid"][:, None]),
-            "num_rows": jnp.sum(batch["row_valid"])}
-  extra, estimator_metrics = _prepare(state, batch, config, cfg)
-  loss, grads, (terms, shaping, adv) = _grads(state, batch, extra, config, cfg, totals)
+def apply_update(state: TrainState, grads, loss, tx, cfg: StepConfig) -> tuple[TrainState, jax.Array]:
+  """AdamW on the policy (and the EMA teacher), or nothing at all when the loss or the gradient
+  is not finite: a bad batch must not poison the parameters or the optimizer's moments."""
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema = state.ema_params
   if ema is not None:
     ema = optax.incremental_update(params, ema, 1.0 - cfg.ema_decay)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            ema_params=ema)
-  critic_metrics = {}
-  if cfg.needs_critic:
-    new_state, critic_metrics = critic.update(new_state, batch, extra, config, cfg, critic_tx,
-                                              totals)
-  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms,
-             **_adv_metrics(adv, batch), **_shaping_metrics(shaping, batch),
-             **estimator_metrics, **critic_metrics}
-  return new_state, metrics
+  updated = state.replace(params=params, opt_state=opt_state, ema_params=ema)
+  kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+  return kept.replace(step=state.step + 1), finite
 
 
-def _masked_stats(x, mask, prefix):
-  n = jnp.maximum(jnp.sum(mask), 1)
-  mean = jnp.sum(jnp.where(mask, x, 0.0)) / n
-  std = jnp.sqrt(jnp.sum(jnp.where(mask, (x - mean) ** 2, 0.0)) / n)
-  big = jnp.finfo(jnp.float32).max
-  return {f"{prefix}_mean": mean, f"{prefix}_std": std,
-          f"{prefix}_min": jnp.min(jnp.where(mask, x, big)),
-          f"{prefix}_max": jnp.max(jnp.where(mask, x, -big))}
+def update_critic(state: TrainState, batch, targets, config, cfg, critic_tx, totals):
+  params, opt_state, finite, metrics = value_model.update(state, batch, targets, config, cfg,
+                                                          critic_tx, totals)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  return state.replace(critic_params=keep(params, state.critic_params),
+                       critic_opt_state=keep(opt_state, state.critic_opt_state)), metrics
 
 
-def _adv_metrics(adv, batch):
-  return _masked_stats(adv, batch["response_mask"] & batch["row_valid"][:, None], "adv")
-
-
-def _shaping_metrics(shaping, batch):
-  if not shaping:
-    return {}
-  control = batch["control_mask"] & batch["response_mask"] & batch["row_valid"][:, None]
-  out = _masked_stats(shaping["delta"], control, "delta")
-  out["delta_frac_pos"] = jnp.sum(control & (shaping["delta"] > 0)) / jnp.maximum(
-      jnp.sum(control), 1)
-  out.update(_masked_stats(shaping["weights"], control, "weight"))
+def step_metrics(batch: StepBatch, targets: Targets, num_steps: int) -> dict:
+  """Advantages over the response tokens; StepOPSD's gap and weights over the control tokens,
+  overall and at each of the first `num_steps` step indices (`delta_by_step`, `weight_by_step`,
+  with `control_tokens_by_step` counting the tokens behind each: where the credit goes)."""
+  live = batch.response_mask & batch.row_valid[:, None]
+  out = masked.stats(targets.adv_tokens, live, "adv")
+  if targets.delta is None:
+    return out
+  control = batch.control_mask & live
+  out.update(masked.stats(targets.delta, control, "delta"))
+  out["delta_frac_pos"] = masked.mean(targets.delta > 0, control)
+  out.update(masked.stats(targets.weights, control, "weight"))
+  at_k = control[None] & (batch.step_idx[None, :] == jnp.arange(num_steps)[:, None])[..., None]
+  out["delta_by_step"] = masked.mean(targets.delta[None], at_k, axis=(1, 2))
+  out["weight_by_step"] = masked.mean(targets.weights[None], at_k, axis=(1, 2))
+  out["control_tokens_by_step"] = jnp.sum(at_k, axis=(1, 2))
   return out
 
 
 @functools.lru_cache(maxsize=16)
-def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, batch_ndims: tuple,
-                   critic_tx=None):
+def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, critic_tx=None):
   """`train_step` compiled with explicit shardings over `mesh`; the state is donated.
 
-  `batch_ndims`: ((field, ndim), ...) of the StepBatch arrays (rows shard over data x fsdp).
-  `critic_tx`: the critic's optimizer, required exactly when `cfg.needs_critic`.
-  Cached, so every run in a process with the same setup shares one compiled step.
+  `critic_tx`: the critic's optimizer, required exactly when `cfg.needs_critic`. Cached, so
+  every run in a process with the same setup shares one compiled step.
   """
   if cfg.needs_critic != (critic_tx is not None):
     raise ValueError(f"algo.estimator={cfg.estimator!r} "
                      f"{'needs' if cfg.needs_critic else 'has no'} critic: pass critic_tx="
                      f"{'the critic optimizer' if cfg.needs_critic else 'None'}.")
   shardings = state_shardings(config, tx, mesh, cfg.keep_reference, cfg.keep_ema, critic_tx)
-  batch_shardings = {k: sharding.batch_sharding(mesh, ndim) for k, ndim in batch_ndims}
   fn = functools.partial(train_step, config=config, cfg=cfg, tx=tx, critic_tx=critic_tx)
-  return jax.jit(fn, in_shardings=(shardings, batch_shardings, sharding.replicated(mesh)),
+  return jax.jit(fn, in_shardings=(shardings, StepBatch.shardings(mesh),
+                                   sharding.replicated(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
-
-def batch_ndims(arrays: dict) -> tuple:
-  return tuple(sorted((k, np.ndim(v)) for k, v in arrays.items()))

@@ -1,4 +1,4 @@
-"""Clipped value loss and explained variance (critic estimators); OPSD's per-token reverse KL."""
+"""Clipped value loss and explained variance (critic estimators); the per-token KL estimators."""
 
 import math
 
@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stepopsd_jax.algorithms import (OPSD_KL_ESTIMATORS, explained_variance, opsd_kl_terms,
-                                     value_loss, value_loss_terms)
+from stepopsd_jax.algorithms import (KL_ESTIMATORS, explained_variance, kl, value_loss,
+                                     value_loss_terms)
+from stepopsd_jax.algorithms.opsd import distillation_terms
 
 T, F = True, False
 
@@ -97,18 +98,21 @@ KL_HAND = {"k1": [1.0, -1.0, 0.0, 0.0], "k2": [0.5, 0.5, 0.0, 0.0],
            "k3": [math.exp(-1), math.e - 2, 0.0, 0.0]}
 
 
-@pytest.mark.parametrize("estimator", OPSD_KL_ESTIMATORS)
-def test_opsd_kl_terms_hand_values(estimator):
-  terms = np.asarray(opsd_kl_terms(STUDENT, TEACHER, RESPONSE, estimator))
+@pytest.mark.parametrize("estimator", KL_ESTIMATORS)
+def test_kl_terms_hand_values(estimator):
+  terms = np.asarray(kl(STUDENT, TEACHER, RESPONSE, estimator))
   assert np.all(np.isfinite(terms))
   np.testing.assert_allclose(terms[0], KL_HAND[estimator], rtol=1e-6, atol=1e-7)
+  for has in (True, False):  # OPSD distils only rows whose teacher saw a hindsight block
+    got = np.asarray(distillation_terms(STUDENT, TEACHER, RESPONSE, np.array([has]), estimator))
+    np.testing.assert_allclose(got[0], KL_HAND[estimator] if has else 0.0, rtol=1e-6, atol=1e-7)
 
 
 def test_opsd_kl_gradients():
   # the teacher never gets gradient (self-distillation shares its parameters);
   # k2's gradient w.r.t. the student log-prob is l: 1, -1, 0 (0 off the response)
   def loss(s, t):
-    return jnp.sum(opsd_kl_terms(s, t, RESPONSE, "k2"))
+    return jnp.sum(kl(s, t, RESPONSE, "k2"))
   g_student, g_teacher = jax.grad(loss, argnums=(0, 1))(STUDENT, np.where(RESPONSE, TEACHER, 0.0))
   np.testing.assert_allclose(np.asarray(g_student), [[1.0, -1.0, 0.0, 0.0]], atol=1e-7)
   np.testing.assert_array_equal(np.asarray(g_teacher), 0.0)
@@ -116,4 +120,4 @@ def test_opsd_kl_gradients():
 
 def test_opsd_kl_unknown_estimator():
   with pytest.raises(ValueError, match="k2"):
-    opsd_kl_terms(STUDENT, TEACHER, RESPONSE, "k4")
+    kl(STUDENT, TEACHER, RESPONSE, "k4")

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from stepopsd_jax.algorithms import (anchor_groups, discounted_return_to_go, gigpo_advantages,
-                                     gigpo_step_advantages, grpo_advantages,
-                                     similarity_anchor_ids)
+                                     gigpo_step_advantages, grpo_advantages)
 from tests.algorithms import step_fixture as fx
 
 EPS = fx.EPS
@@ -151,36 +150,3 @@ def test_rows_permuted_and_renamed_give_the_same_row_values(seed, anchors):
   inputs, perm = fx.permuted(a, seed)
   np.testing.assert_allclose(np.asarray(_gigpo(inputs, gamma=GAMMA)[0]), base[perm], rtol=1e-5,
                              atol=1e-6)
-
-
-# ------------------------------------------------------------------------------------------
-# Similarity grouping of text observations (host side)
-# ------------------------------------------------------------------------------------------
-KITCHEN1 = "You are in the kitchen. You see a fridge 1."
-KITCHEN2 = "You are in the kitchen. You see a fridge 2."
-DRAWER = "You open the drawer 1. It is empty."
-
-
-def test_similarity_anchor_ids_hand_values():
-  # KITCHEN1 vs KITCHEN2: equal but for the last-but-one character, 43 characters each ->
-  # 42 matching characters, difflib ratio = 2*42/(43+43) = 42/43 ~ 0.977.
-  assert len(KITCHEN1) == len(KITCHEN2) == 43
-  obs = [KITCHEN1, DRAWER, KITCHEN2, KITCHEN1, KITCHEN2, DRAWER]
-  groups = [0, 0, 0, 0, 1, 1]
-  # threshold 0.95 <= 0.977: KITCHEN2 joins KITCHEN1's cluster in group 0; group 1 has its own
-  np.testing.assert_array_equal(similarity_anchor_ids(obs, groups, 0.95), [0, 1, 0, 0, 0, 1])
-  # threshold 0.98 > 0.977: only identical observations share a cluster
-  np.testing.assert_array_equal(similarity_anchor_ids(obs, groups, 0.98), [0, 1, 2, 0, 0, 1])
-  np.testing.assert_array_equal(similarity_anchor_ids(obs, groups, 1.0), [0, 1, 2, 0, 0, 1])
-  with pytest.raises(ValueError, match="threshold"):
-    similarity_anchor_ids(obs, groups, 0.0)
-
-
-def test_similarity_ids_feed_gigpo():
-  # traj 0 and traj 1 of group 0 start from near-identical observations -> one anchor group
-  # (two real rows, the rest of the fixture-sized batch padding: no new compile)
-  ids = similarity_anchor_ids([KITCHEN1, KITCHEN2], [0, 0], 0.95)
-  valid = np.arange(fx.B) < 2
-  seg, size = anchor_groups(np.zeros(fx.B, np.int32),
-                            np.pad(ids, (0, fx.B - 2), constant_values=ids[0]), valid)
-  assert seg[0] == seg[1] and list(np.asarray(size)) == [2.0, 2.0] + [0.0] * (fx.B - 2)

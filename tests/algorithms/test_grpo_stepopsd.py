@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stepopsd_jax.algorithms.advantages import grpo_advantages
+from stepopsd_jax.algorithms.grpo import grpo_advantages
 from stepopsd_jax.algorithms.stepopsd import (CREDIT_BUDGETS, apply_credit_budget,
                                               stepopsd_shape, token_weights)
 
@@ -257,7 +257,7 @@ SHAPED_TRAJ_HALF = np.array([
 
 def _shape(budget, alpha_clip=0.2, lambda_mix=0.5, adv=SH_ADV):
   return np.asarray(stepopsd_shape(adv, SH_DELTA, SH_CONTROL, SH_RESPONSE, SH_TRAJ, SH_VALID,
-                                   alpha_clip, lambda_mix, credit_budget=budget))
+                                   alpha_clip, lambda_mix, credit_budget=budget).adv_tokens)
 
 
 def test_token_weights_hand_values():
@@ -318,7 +318,7 @@ def test_stepopsd_shape_hand_values(budget, lambda_mix):
 def test_stepopsd_shape_default_budget_written_out():
   np.testing.assert_allclose(
       np.asarray(stepopsd_shape(SH_ADV, SH_DELTA, SH_CONTROL, SH_RESPONSE, SH_TRAJ, SH_VALID,
-                                0.2, 0.5)),  # default credit_budget = "trajectory"
+                                0.2, 0.5).adv_tokens),  # default credit_budget = "trajectory"
       SHAPED_TRAJ_HALF, rtol=1e-6, atol=1e-7)
 
 
@@ -348,7 +348,7 @@ def test_lambda_zero_is_grpo_bit_for_bit(budget, seed):
   traj = rng.integers(0, b, b).astype(np.int32)
   valid = rng.random(b) < 0.8
   shaped = stepopsd_shape(adv, delta, control, response, traj, valid, 0.3, 0.0,
-                          credit_budget=budget)
+                          credit_budget=budget).adv_tokens
   expected = np.where(response & valid[:, None], adv[:, None], np.float32(0.0))
   np.testing.assert_array_equal(np.asarray(shaped), expected)
 
@@ -400,7 +400,7 @@ def test_sign_of_advantage_never_flips(inputs):
   live = inputs["response_mask"] & inputs["row_valid"][:, None]
   want = np.broadcast_to(np.sign(inputs["adv"])[:, None], live.shape)[live]
   for budget in CREDIT_BUDGETS:
-    shaped = np.asarray(stepopsd_shape(**inputs, credit_budget=budget))
+    shaped = np.asarray(stepopsd_shape(**inputs, credit_budget=budget).adv_tokens)
     assert np.all(np.isfinite(shaped)), budget
     np.testing.assert_array_equal(np.sign(shaped[live]), want, err_msg=budget)
     assert np.all(shaped[~live] == 0.0), budget
@@ -427,11 +427,11 @@ def test_stepopsd_jit_matches_eager(budget):
     eager = _shape(budget, alpha_clip, lambda_mix)
     jitted = np.asarray(jitted_fn(jnp.asarray(SH_ADV), SH_DELTA, SH_CONTROL, SH_RESPONSE,
                                   SH_TRAJ, SH_VALID, alpha_clip, lambda_mix,
-                                  credit_budget=budget))
+                                  credit_budget=budget).adv_tokens)
     np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(
       np.asarray(jitted_fn(SH_ADV, SH_DELTA, SH_CONTROL, SH_RESPONSE, SH_TRAJ, SH_VALID, 0.2, 0.5,
-                           credit_budget=budget)),
+                           credit_budget=budget).adv_tokens),
       np.where(SH_LIVE, SH_ADV[:, None] * (0.5 + 0.5 * HAND_W[budget]), 0.0),
       rtol=1e-6, atol=1e-7)
 

@@ -247,3 +247,23 @@ def test_treasure_colours_limits_the_clue(treasure_colours):
   with pytest.raises(ValueError, match="treasure_colours"):
     make_tasks("credit_lab/critical_step", "train", 1, num_choices=3, num_colours=3,
                treasure_colours=4)
+
+
+def test_no_clue_mode_hides_the_door_everywhere_and_only_reward_reveals_it():
+  """clue_mode="none" with one treasure colour: no text of the episode names the winning door
+  (red, room 2 of 3), and opening it is what wins."""
+  tasks = make_tasks(CRITICAL, "train", 20, seed=3, horizon=3, num_choices=3, num_colours=3,
+                     treasure_colours=1, clue_mode="none")
+  assert {t.subset for t in tasks} == {"critical_step_no_clue"}
+  for task in tasks:
+    env = make_env(CRITICAL)
+    first = env.reset(task)
+    texts = [env.task_description, first.observation]
+    results = [env.step("open green door"), env.step("open red door"),
+               env.step("open blue door")]
+    texts += [r.observation for r in results[:-1]]
+    assert not any("treasure is behind" in t or "clue" in t.lower() for t in texts), texts
+    assert results[-1].info["won"]
+    env.reset(task)
+    lost = [env.step("open red door"), env.step("open green door"), env.step("open red door")]
+    assert not lost[-1].info["won"]

@@ -18,6 +18,14 @@ def tokenizer():
   return train_env_tokenizer(ENV, tasks, prompts.PromptConfig(), vocab_size=600)
 
 
+def tiny_policy(tokenizer, seed: int = 0):
+  """A random tiny Qwen3 whose vocabulary covers `tokenizer`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from stepopsd_jax import models  # pylint: disable=g-import-not-at-top
+  config = models.get_preset("qwen3_tiny", vocab_size=models.padded_vocab(tokenizer.vocab_size))
+  return config, models.init_params(config, jax.random.key(seed))
+
+
 class ScriptedSampler:
   """Has the Sampler's interface; `respond(prompt_text, row_rng) -> response text` writes each row."""
 

@@ -7,7 +7,7 @@ import pytest
 from stepopsd_jax import envs
 from stepopsd_jax.envs import base
 from stepopsd_jax.envs.base import AgentProtocol
-from stepopsd_jax.rollout import RolloutConfig, collect, parse, prompts, protocol, scripted
+from stepopsd_jax.rollout import RolloutConfig, collect, parse, play, prompts, protocol
 from tests.rollout.conftest import ENV, ScriptedSampler
 
 
@@ -63,13 +63,12 @@ def test_a_partial_protocol_keeps_the_other_defaults(shout_env):
   p = protocol.for_env(shout_env)
   assert p.stop_strings == ("</shout>",) and p.user_text is protocol.default_user_text
   tasks = envs.make_tasks(shout_env, "train", 3)
-  oracle = scripted.episode_metrics(scripted.play(shout_env, tasks, p.oracle_policy,
-                                                  prompts.PromptConfig()))
+  oracle = play(shout_env, tasks, p.oracle_policy, prompts.PromptConfig()).metrics
   assert oracle["success"] == 1.0 and oracle["num_trajectories"] == 3
-  episodes = scripted.play(shout_env, tasks, p.random_policy, prompts.PromptConfig(),
-                           batch_size=1)
-  assert [e.steps[0][0].endswith("Shout inside <shout> </shout>.") for e in episodes] == [True] * 3
-  assert scripted.episode_metrics(episodes)["success"] == 0.0
+  random = play(shout_env, tasks, p.random_policy, prompts.PromptConfig(), chunk=1)
+  assert [t.steps[0][0].endswith("Shout inside <shout> </shout>.")
+          for t in random.trajectories] == [True] * 3
+  assert random.metrics["success"] == 0.0
 
 
 def test_collect_parses_and_masks_with_the_env_protocol(shout_env, tokenizer):
@@ -88,10 +87,10 @@ def test_the_default_random_policy_needs_admissible_actions():
         "o", 0.0, False, dict(admissible_actions=None)), np.random.default_rng(0))
 
 
-def _chosen_positions(episode) -> list[int]:
+def _chosen_positions(trajectory) -> list[int]:
   """The listed position of the door the random policy opened at each step of an episode."""
   out = []
-  for user, response in episode.steps:
+  for user, response in trajectory.steps:
     listed = [a.strip() for a in user.split("Admissible actions: ")[1].split("\n")[0].split(",")]
     out.append(listed.index(parse.parse_action(response).action))
   return out
@@ -105,12 +104,12 @@ def test_random_labels_do_not_repeat_across_separate_calls():
   tasks = envs.make_tasks(ENV, "train", 300, seed=0, horizon=2, num_choices=3)
   policy = protocol.for_env(ENV).random_policy
   cfg = prompts.PromptConfig()
-  positions = np.array([_chosen_positions(scripted.play(ENV, [t], policy, cfg, policy_seed=7)[0])
-                        for t in tasks])
+  positions = np.array([
+      _chosen_positions(play(ENV, [t], policy, cfg, policy_seed=7).trajectories[0]) for t in tasks])
   shares = np.bincount(positions[:, 0], minlength=3) / len(tasks)
   assert np.all((0.22 < shares) & (shares < 0.45)), shares
   assert 0.22 < np.mean(positions[:, 0] == positions[:, 1]) < 0.45
-  again = scripted.play(ENV, tasks[:20], policy, cfg, policy_seed=7)  # one call, all tasks
+  again = play(ENV, tasks[:20], policy, cfg, policy_seed=7).trajectories  # one call, all tasks
   assert [_chosen_positions(e) for e in again] == positions[:20].tolist()  # keyed by task
-  other = scripted.play(ENV, tasks[:20], policy, cfg, policy_seed=7, episode=1)
+  other = play(ENV, tasks[:20], policy, cfg, policy_seed=7, episode=1).trajectories
   assert [_chosen_positions(e) for e in other] != positions[:20].tolist()  # ... and episode

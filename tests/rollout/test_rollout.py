@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from stepopsd_jax import algorithms, envs, sampling
 from stepopsd_jax.envs import base
-from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop, stepbatch
-from tests.rollout.conftest import ENV, ScriptedSampler, random_policy
+from stepopsd_jax import rollout
+from stepopsd_jax.rollout import RolloutConfig, collect, stepbatch
+from tests.rollout.conftest import ENV, ScriptedSampler, random_policy, tiny_policy
 
 
 def _real(tokens, mask):
@@ -92,8 +93,8 @@ def test_hindsight_shows_the_shortest_other_winner_never_oneself(random_rollout,
 
 
 def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
-  config, weights = demo.tiny_policy(tokenizer)
-  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=8,
+  config, weights = tiny_policy(tokenizer)
+  sampler = rollout.agent_sampler(config, tokenizer, max_new_tokens=8,
                                buckets=sampling.Buckets(batch=(8, 16, 32), prompt=(128, 256, 512)))
   used = set()
   pad = sampler.pad
@@ -136,13 +137,13 @@ def test_fuzzed_model_outputs_never_raise(tokenizer, outputs, mode):
 def test_tallies_of_two_processes_merge_into_the_joint_metrics():
   """Means and rates are recomputed over all episodes, counters add up, seconds and turns are the
   slowest process's (hand-computed)."""
-  a = loop.RolloutTally(["pick", "pick"], [True, False], [1.0, 0.0], [1, 3],
+  a = rollout.RolloutTally(["pick", "pick"], [True, False], [1.0, 0.0], [1, 3],
                         {"invalid_actions": 1, "generated_tokens": 10}, {"env": 1.0, "total": 2.0},
                         turns=3)
-  b = loop.RolloutTally(["heat"], [True], [0.5], [2],
+  b = rollout.RolloutTally(["heat"], [True], [0.5], [2],
                         {"generated_tokens": 5, "invalid/no_tags": 2}, {"env": 3.0, "total": 1.5},
                         turns=2)
-  m = loop.merge_tallies([a, b]).metrics()
+  m = rollout.merge_tallies([a, b]).metrics()
   expected = {"success": 2 / 3, "success/pick": 0.5, "success/heat": 1.0, "return": 0.5,
               "episode_steps": 2.0, "num_trajectories": 3.0, "num_steps": 6.0, "turns": 3.0,
               "invalid_actions": 1.0, "generated_tokens": 15.0, "invalid/no_tags": 2.0,
@@ -150,7 +151,7 @@ def test_tallies_of_two_processes_merge_into_the_joint_metrics():
               "time/env_s": 3.0, "time/total_s": 2.0, "truncated_prompts": 0.0, "env_errors": 0.0,
               "hindsight_rows": 0.0, "hindsight_shortened": 0.0, "hindsight_dropped": 0.0}
   assert m == pytest.approx(expected) and set(m) == set(expected)
-  assert loop.merge_tallies([a]).metrics() == a.metrics()
+  assert rollout.merge_tallies([a]).metrics() == a.metrics()
 
 
 def test_rollout_metrics_come_from_its_tally(random_rollout):
@@ -206,7 +207,7 @@ def test_no_teacher_prompts_for_estimators_that_do_not_read_them(tokenizer):
   result = collect(sampler, None, tokenizer, ENV, tasks, jax.random.key(0),
                    RolloutConfig(group_size=4, teacher_prompts=False))
   b = result.batch
-  assert b.teacher_prompt_tokens.shape[1] == sampler.buckets.prompt[0]
+  assert b.teacher_prompt_tokens.shape[1] == 0  # none built: width 0
   assert not b.teacher_prompt_mask.any() and not b.has_hindsight.any()
   assert result.metrics["hindsight_rows"] == 0
 

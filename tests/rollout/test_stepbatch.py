@@ -1,9 +1,12 @@
 """StepBatch padding: `repad` to larger shapes equals building at those shapes directly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from stepopsd_jax.rollout.stepbatch import StepRow, build_step_batch, repad
+from stepopsd_jax.batch import StepBatch
+from stepopsd_jax.rollout.stepbatch import StepRow, build_step_batch
 from stepopsd_jax.sampling import Buckets
 
 
@@ -24,18 +27,28 @@ def _rows():
 def test_repad_equals_building_at_the_larger_buckets():
   rows = _rows()
   small = build_step_batch(rows, pad_id=99, response_len=6,
-                           buckets=Buckets(batch=(8,), prompt=(16,))).arrays()
+                           buckets=Buckets(batch=(8,), prompt=(16,)))
   large = build_step_batch(rows, pad_id=99, response_len=6,
-                           buckets=Buckets(batch=(16,), prompt=(32,))).arrays()
-  grown = repad(small, 16, 32, 32, pad_id=99)
-  assert grown.keys() == large.keys()
-  for k in large:
-    assert grown[k].dtype == large[k].dtype, k
-    np.testing.assert_array_equal(grown[k], large[k], err_msg=k)
+                           buckets=Buckets(batch=(16,), prompt=(32,)))
+  grown = small.repad(16, 32, 32, pad_id=99)
+  for f in dataclasses.fields(StepBatch):
+    got, want = getattr(grown, f.name), getattr(large, f.name)
+    assert got.dtype == want.dtype, f.name
+    np.testing.assert_array_equal(got, want, err_msg=f.name)
 
 
 def test_repad_refuses_to_shrink():
   small = build_step_batch(_rows(), pad_id=0, response_len=6,
-                           buckets=Buckets(batch=(8,), prompt=(16,))).arrays()
+                           buckets=Buckets(batch=(8,), prompt=(16,)))
   with pytest.raises(ValueError, match="only grow"):
-    repad(small, 8, 8, 16)
+    small.repad(8, 8, 16)
+
+
+def test_abstract_shapes_follow_the_field_declarations():
+  """`StepBatch.abstract` (the AOT compile's input) has a built batch's shapes and dtypes."""
+  built = build_step_batch(_rows(), pad_id=0, response_len=6,
+                           buckets=Buckets(batch=(8,), prompt=(16,)))
+  abstract = StepBatch.abstract(8, 16, 16, 6)
+  for f in dataclasses.fields(StepBatch):
+    got, want = getattr(abstract, f.name), getattr(built, f.name)
+    assert (got.shape, got.dtype) == (want.shape, want.dtype), f.name

@@ -135,13 +135,13 @@ def test_stop_table_matches_across_token_boundaries():
 def test_behaviour_logprobs_equal_the_train_steps_at_the_same_temperature(tiny, temperature):
   """The PPO ratio's denominator (sampler, KV cache, one token at a time) and its numerator
   (the train step's batched forward over left-padded prompts) score a token alike."""
-  from stepopsd_jax.rollout import stepbatch  # pylint: disable=g-import-not-at-top
-  from stepopsd_jax.train.step import response_logprobs  # pylint: disable=g-import-not-at-top
+  from stepopsd_jax.sampling import pad_left  # pylint: disable=g-import-not-at-top
+  from stepopsd_jax.train.forward import response_logprobs  # pylint: disable=g-import-not-at-top
   config, weights = tiny
   s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=6, temperature=temperature),
                        pad_id=0, buckets=BUCKETS)
   out = s.generate(weights, PROMPTS, jax.random.key(4))
-  prompt, prompt_mask = stepbatch.pad_left(PROMPTS, 16, 0, len(PROMPTS))
+  prompt, prompt_mask = pad_left(PROMPTS, 16, 0, len(PROMPTS))
   response_mask = np.arange(6)[None] < out.lengths[:, None]
   logp, _ = response_logprobs(config, weights, prompt, prompt_mask, out.tokens, response_mask,
                               temperature)

@@ -34,8 +34,9 @@ from stepopsd_jax import sharding  # noqa: E402
 sharding.maybe_initialize()  # before anything touches devices
 
 from stepopsd_jax import models, sampling, train  # noqa: E402
-from stepopsd_jax.rollout import stepbatch  # noqa: E402
-from stepopsd_jax.train import advantage, checkpoint, multihost  # noqa: E402
+from stepopsd_jax import algorithms  # noqa: E402
+from stepopsd_jax.run import multihost  # noqa: E402
+from stepopsd_jax.train import checkpoint  # noqa: E402
 from stepopsd_jax.train import state as train_state  # noqa: E402
 from stepopsd_jax.train import step as step_lib  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
@@ -44,27 +45,28 @@ CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)
 PROMPTS = [[5, 6, 7], [9, 10, 11, 12], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [40, 41, 42, 43, 44]]
 
 
-def process_batch(i: int) -> dict:
+def process_batch(i: int):
   """Process i's local rollouts: different rows and prompt widths per process."""
   return random_step_batch(CONFIG.vocab_size, rows=8, prompt=12 + 4 * i, teacher=16 - 4 * i,
                            seed=i)
 
 
-def joined_by_hand(n: int) -> dict:
+def joined_by_hand(n: int):
   """Every process's rows in one batch; each brought 4 trajectories in 2 groups, so one process
   holding them all numbers process i's as 4i..4i+3 and its groups as 2i, 2i+1."""
   local = [process_batch(i) for i in range(n)]
-  widest = np.max([multihost.shape_of(b) for b in local], axis=0)
-  local = [stepbatch.repad(b, *map(int, widest)) for b in local]
-  joined = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
-  joined["traj_id"] = np.concatenate([b["traj_id"] + 4 * i for i, b in enumerate(local)])
-  joined["group_id"] = np.concatenate([b["group_id"] + 2 * i for i, b in enumerate(local)])
-  return joined
+  sizes = [b.sizes() for b in local]
+  local = [b.repad(max(s["B"] for s in sizes), max(s["P"] for s in sizes),
+                   max(s["T"] for s in sizes)) for b in local]
+  joined = jax.tree.map(lambda *xs: np.concatenate(xs), *local)
+  return joined.replace(
+      traj_id=np.concatenate([b.traj_id + 4 * i for i, b in enumerate(local)]),
+      group_id=np.concatenate([b.group_id + 2 * i for i, b in enumerate(local)]))
 
 
 def step_advantages(arrays, cfg, mesh) -> list[float]:
   """The per-row advantages the step computes on the global batch (every process's rows)."""
-  fn = jax.jit(lambda b: advantage.estimate(step_lib.with_dense_ids(b), cfg)[0]["adv_rows"],
+  fn = jax.jit(lambda b: algorithms.estimate(step_lib.with_dense_ids(b), cfg)[0].adv_rows,
                out_shardings=sharding.replicated(mesh))
   return np.asarray(fn(arrays).addressable_data(0)).tolist()
 
@@ -73,9 +75,8 @@ def episode_rows(mesh) -> tuple[int, dict]:
   """Multi-turn rollouts with a global sampler: process 0's episodes last 1 turn, process 1's 3,
   so process 0 must keep joining the decode until process 1 is done (a deadlock otherwise).
   Returns this process's StepBatch rows and the rollout metrics over all processes' episodes."""
-  from stepopsd_jax import envs  # pylint: disable=g-import-not-at-top
-  from stepopsd_jax.rollout import (  # pylint: disable=g-import-not-at-top
-      loop, prompts, random_policy)
+  from stepopsd_jax import envs, rollout  # pylint: disable=g-import-not-at-top
+  from stepopsd_jax.rollout import prompts, random_policy  # pylint: disable=g-import-not-at-top
   env = "credit_lab/critical_step"
   tokenizer = random_policy.train_env_tokenizer(
       env, envs.make_tasks(env, "train", 8, seed=0), prompts.PromptConfig(), vocab_size=500)
@@ -83,13 +84,13 @@ def episode_rows(mesh) -> tuple[int, dict]:
                              vocab_size=models.padded_vocab(tokenizer.vocab_size))
   weights = jax.device_put(models.init_params(config, jax.random.key(0)), sharding.tree_shardings(
       models.param_logical_axes(config), models.param_shapes(config), mesh))
-  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=8, mesh=mesh,
-                               buckets=sampling.Buckets(batch=(4, 8, 16), prompt=(256, 512)))
+  sampler = rollout.agent_sampler(config, tokenizer, max_new_tokens=8, mesh=mesh,
+                                  buckets=sampling.Buckets(batch=(4, 8, 16), prompt=(256, 512)))
   horizon = 3 if jax.process_index() == 1 or jax.process_count() == 1 else 1
   tasks = envs.make_tasks(env, "train", 2, seed=jax.process_index(), horizon=horizon,
                           num_choices=2, critical_step=1)
-  result = loop.collect(sampler, weights, tokenizer, env, tasks, jax.random.key(3),
-                        loop.RolloutConfig(group_size=2))
+  result = rollout.collect(sampler, weights, tokenizer, env, tasks, jax.random.key(3),
+                           rollout.RolloutConfig(group_size=2))
   metrics = multihost.global_rollout_metrics(result.tally)
   return result.batch.num_rows, {k: metrics[k] for k in ("num_trajectories", "num_steps", "turns")}
 
@@ -134,7 +135,7 @@ def main() -> None:
     arrays = joined_by_hand(2)
   cfg = train.StepConfig(estimator="stepopsd", lambda_mix=0.5)
   tx = train.make_optimizer(1e-3, 0, 10)
-  step = train.jit_train_step(CONFIG, cfg, tx, mesh, train.batch_ndims(arrays))
+  step = train.jit_train_step(CONFIG, cfg, tx, mesh)
   state = train.init_state(CONFIG, jax.random.key(0), tx, mesh)
   advantages = step_advantages(arrays, cfg, mesh)
   for i in range(2):

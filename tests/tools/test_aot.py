@@ -6,7 +6,7 @@ import pytest
 
 from stepopsd_jax import models
 from stepopsd_jax.tools import aot, memory
-from stepopsd_jax.train.step import StepConfig
+from stepopsd_jax.train import StepConfig
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 TINY = ["--config=configs/default.py", "--config.model.preset=qwen3_tiny", "--rows=8",
@@ -35,9 +35,9 @@ def test_tiny_step_compiles_for_v5p_and_fits(capsys):
   assert "train step memory_analysis per device" in out and "predicted step time" in out
 
 
-def test_unknown_chip_is_a_clear_error():
-  with pytest.raises(SystemExit):
-    aot.main([*TINY, "--topology=v9x:2x2"])
+def test_unknown_chip_is_a_clear_error(capsys):
+  assert aot.main([*TINY, "--topology=v9x:2x2"]) == 2
+  assert "--topology=v9x:2x2: known chips" in capsys.readouterr().err
 
 
 def test_a_compile_time_oom_is_a_verdict_not_a_crash():

@@ -5,7 +5,7 @@ import pytest
 from stepopsd_jax import models
 from stepopsd_jax.tools import memory
 from stepopsd_jax.train import make_optimizer
-from stepopsd_jax.train.step import StepConfig
+from stepopsd_jax.train import StepConfig
 
 C = models.get_preset("qwen3_1p7b", param_dtype="float32", dtype="bfloat16", remat_policy="full")
 SHAPES = memory.Shapes(rows=128, prompt_len=2048, teacher_len=2048, response_len=512,

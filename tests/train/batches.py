@@ -2,9 +2,11 @@
 
 import numpy as np
 
+from stepopsd_jax.batch import StepBatch
+
 
 def random_step_batch(vocab: int, rows: int = 8, prompt: int = 12, teacher: int = 16,
-                      response: int = 6, groups: int = 2, seed: int = 0) -> dict:
+                      response: int = 6, groups: int = 2, seed: int = 0) -> StepBatch:
   """Trajectories of 1-3 steps, 2 groups, padding rows at the end, all masks consistent.
 
   Each trajectory's return is paid as the reward of its last step; step t of every trajectory
@@ -33,7 +35,7 @@ def random_step_batch(vocab: int, rows: int = 8, prompt: int = 12, teacher: int 
   valid = np.arange(rows) < n_real
   ext = lambda x, fill=0: np.concatenate([x, np.full(pad, fill)])
   control = response_mask & (rng.random((rows, response)) < 0.6)
-  return {
+  return StepBatch(**{
       "prompt_tokens": prompt_tokens, "prompt_mask": prompt_mask & valid[:, None],
       "teacher_prompt_tokens": teacher_tokens, "teacher_prompt_mask": teacher_mask & valid[:, None],
       "response_tokens": np.where(response_mask, rng.integers(1, vocab, (rows, response)),
@@ -49,4 +51,4 @@ def random_step_batch(vocab: int, rows: int = 8, prompt: int = 12, teacher: int 
       "traj_success": ext(returns[traj_id] > 0, False).astype(bool),
       "anchor_id": ext(step_idx).astype(np.int32), "has_hindsight": valid.copy(),
       "row_valid": valid,
-  }
+  })

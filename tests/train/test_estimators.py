@@ -13,12 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stepopsd_jax import models, sharding, train
-from stepopsd_jax.train import advantage, critic, setup as setup_lib, trainer
+from stepopsd_jax import algorithms, models, sharding, train
+from stepopsd_jax.run import setup as setup_lib
+from stepopsd_jax.run import trainer
+from stepopsd_jax.train import value_model as critic
 from stepopsd_jax.train.checkpoint import Checkpointer, CheckpointError
-from stepopsd_jax.train.state import abstract_state
+from tests.run.test_trainer import _config, _train_lines
 from tests.train.batches import random_step_batch
-from tests.train.test_trainer import _config, _train_lines
 
 # Metrics each estimator reports besides the common ones (loss, pg_loss, adv_*, ...).
 OWN_METRICS = {
@@ -48,19 +49,19 @@ def _reads(step_fn, args, field: str) -> bool:
   """Whether the traced step reads `batch[field]` at all (a skipped forward never does)."""
   jaxpr = step_fn.trace(*args).jaxpr.jaxpr
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(args)[0]]
-  var = jaxpr.invars[paths.index(f"[1]['{field}']")]
+  var = jaxpr.invars[paths.index(f"[1].{field}")]
   return any(var is v for eqn in jaxpr.eqns for v in eqn.invars) or var in jaxpr.outvars
 
 
 def _trainer_step(config):
   """(setup, fresh state, the trainer's compiled step, a random batch of its shapes)."""
   setup, params = setup_lib.build(config, jax.random.key(0))
-  options = trainer.state_options(setup)
-  state = train.create_state(setup.model_config, params, setup.tx, setup.mesh, **options)
-  batch = random_step_batch(setup.model_config.vocab_size, rows=8, prompt=256, teacher=256,
+  state = setup.create_state(params)
+  teacher = 256 if setup.step_cfg.needs_teacher else 0  # the rollout builds none otherwise
+  batch = random_step_batch(setup.model_config.vocab_size, rows=8, prompt=256, teacher=teacher,
                             response=config.rollout.max_new_tokens)
   step = train.jit_train_step(setup.model_config, setup.step_cfg, setup.tx, setup.mesh,
-                              train.batch_ndims(batch), options["critic_tx"])
+                              setup.critic_tx)
   return setup, state, step, batch
 
 
@@ -75,11 +76,11 @@ def _steps(step, state, batch, keys):
 def _assert_resume_repeats_the_step(setup, step, saved, batch, want, directory):
   """Restoring `saved` from a checkpoint (the trainer's abstract state) and stepping gives the
   metrics `want` that stepping it gave."""
-  abstract = lambda **kw: abstract_state(setup.model_config, setup.tx, setup.mesh, **kw)
+  no_critic = train.abstract_state(setup.model_config, setup.tx, setup.mesh)
   with Checkpointer(str(directory), every=1, keep=1) as ckpt:
-    restored, _, _ = ckpt.restore_latest(abstract(**trainer.state_options(setup)))
+    restored, _, _ = ckpt.restore_latest(setup.abstract_state())
     with pytest.raises(CheckpointError, match="critic_"):
-      ckpt.restore_latest(abstract())  # without the critic: an error, not a silent drop
+      ckpt.restore_latest(no_critic)  # without the critic: an error, not a silent drop
   assert not _changed(saved, restored)
   _, got = _steps(step, restored, batch, [2])
   assert got[0].keys() == want.keys()
@@ -87,7 +88,7 @@ def _assert_resume_repeats_the_step(setup, step, saved, batch, want, directory):
     np.testing.assert_array_equal(got[0][key], value, err_msg=key)
 
 
-@pytest.mark.parametrize("estimator", train.ESTIMATORS)
+@pytest.mark.parametrize("estimator", algorithms.ESTIMATORS)
 def test_each_estimator_trains_the_credit_lab_and_a_random_batch(estimator, tmp_path):
   config = _estimator_config(estimator, num_steps=2)
   final = trainer.run(config, str(tmp_path / "run"))
@@ -162,8 +163,8 @@ def test_step_value_is_read_before_the_action():
   batch = random_step_batch(CONFIG.vocab_size, rows=8)
   values = jax.jit(functools.partial(critic.values, CONFIG), static_argnames="per_token")
   step_v, token_v = values(c, batch, per_token=False), values(c, batch, per_token=True)
-  assert step_v.shape == (8,) and token_v.shape == batch["response_tokens"].shape
-  valid = batch["row_valid"]
+  assert step_v.shape == (8,) and token_v.shape == batch.response_tokens.shape
+  valid = batch.row_valid
   np.testing.assert_allclose(np.asarray(token_v)[valid, 0], np.asarray(step_v)[valid],
                              rtol=1e-5, atol=1e-5)
   assert np.ptp(np.asarray(token_v)[valid]) > 0  # not a constant
@@ -174,11 +175,12 @@ def _critic_update(cfg):
   """critic.update jitted alone, its targets from the values of `anchor` (rollout-time) params."""
   def update(state, batch, anchor):
     old = critic.values(CONFIG, anchor, batch, per_token=cfg.estimator == "ppo")
-    extra, _ = advantage.estimate(batch, cfg, old)
-    totals = {"num_tokens": jnp.sum(batch["response_mask"] & batch["row_valid"][:, None]),
-              "num_rows": jnp.sum(batch["row_valid"])}
-    return critic.update(state, batch, {**extra, "old_values": old}, CONFIG, cfg, CRITIC_TX,
-                         totals)
+    targets, _ = algorithms.estimate(batch, cfg, old)
+    totals = {"num_tokens": jnp.sum(batch.response_mask & batch.row_valid[:, None]),
+              "num_rows": jnp.sum(batch.row_valid)}
+    params, opt_state, _, metrics = critic.update(state, batch, targets, CONFIG, cfg, CRITIC_TX,
+                                                  totals)
+    return state.replace(critic_params=params, critic_opt_state=opt_state), metrics
   return jax.jit(update)
 
 
@@ -206,7 +208,7 @@ def test_bad_estimator_and_knobs_name_the_key():
     train.StepConfig(estimator="opsd", opsd_kl="k4")
   with pytest.raises(ValueError, match="needs critic"):
     train.jit_train_step(CONFIG, train.StepConfig(estimator="ppo"), TX,
-                         sharding.make_mesh(devices=jax.devices()[:1]), ())
+                         sharding.make_mesh(devices=jax.devices()[:1]))
   for estimator, (teacher, has_critic) in {"grpo": (False, False), "stepopsd": (True, False),
                                            "opsd": (True, False), "ppo": (False, True),
                                            "steppo": (False, True), "gigpo": (False, False)

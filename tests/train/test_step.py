@@ -6,11 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from stepopsd_jax import models, sharding, train
-from stepopsd_jax.rollout import stepbatch
-from stepopsd_jax.train import advantage
+from stepopsd_jax import algorithms, models, sharding, train
+from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.train import step as step_lib
-from stepopsd_jax.train.step import response_logprobs
+from stepopsd_jax.train.forward import response_logprobs
 from tests.train.batches import random_step_batch
 
 CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)  # compiles faster
@@ -20,10 +19,10 @@ CONFIG = models.get_preset("qwen3_tiny", vocab_size=128, num_layers=1)  # compil
 def batch():
   b = random_step_batch(CONFIG.vocab_size, rows=8)
   params = models.init_params(CONFIG, jax.random.key(0))
-  logp, _ = response_logprobs(CONFIG, params, b["prompt_tokens"], b["prompt_mask"],
-                              b["response_tokens"], b["response_mask"], 1.0)
-  b["behavior_logprobs"] = np.where(b["response_mask"], np.asarray(logp), 0.0).astype(np.float32)
-  return b
+  logp, _ = response_logprobs(CONFIG, params, b.prompt_tokens, b.prompt_mask,
+                              b.response_tokens, b.response_mask, 1.0)
+  return b.replace(behavior_logprobs=np.where(b.response_mask, np.asarray(logp),
+                                              0.0).astype(np.float32))
 
 
 TX = train.make_optimizer(1e-3, 0, 10)
@@ -32,8 +31,7 @@ TX = train.make_optimizer(1e-3, 0, 10)
 @functools.lru_cache(maxsize=None)
 def _compiled(cfg, mesh_shape):
   mesh = sharding.make_mesh(*mesh_shape, devices=jax.devices()[:int(np.prod(mesh_shape))])
-  ndims = train.batch_ndims(random_step_batch(CONFIG.vocab_size, rows=8))
-  return mesh, train.jit_train_step(CONFIG, cfg, TX, mesh, ndims)
+  return mesh, train.jit_train_step(CONFIG, cfg, TX, mesh)
 
 
 def _run(batch, cfg, steps=3, mesh_shape=(1, 1, 1)):
@@ -53,6 +51,9 @@ def test_step_lowers_the_loss_on_a_fixed_batch(batch, estimator):
   losses = [h["loss"] for h in history]
   assert losses[-1] < losses[0] - 1e-3, losses
   assert all(np.isfinite(v).all() for h in history for v in h.values())
+  if estimator == "stepopsd":  # trajectories of 2, 1, 3, 1 steps; 60% of tokens are control
+    counts = history[0]["control_tokens_by_step"]
+    assert counts.shape == (8,) and np.all(counts[:3] > 0) and not np.any(counts[3:])
 
 
 def test_lambda_zero_reproduces_grpo_parameters(batch):
@@ -97,23 +98,22 @@ def test_bad_step_config_names_the_key():
     train.StepConfig(credit_budget="episode")
 
 
-def _joined_groups_batch(process_1_offset: int) -> dict:
+def _joined_groups_batch(process_1_offset: int) -> StepBatch:
   """Two processes' rows joined: each brought two 2-trajectory groups with returns (1, 0), one
   step per trajectory; process 1's trajectory and group ids moved by `process_1_offset`."""
   b = random_step_batch(CONFIG.vocab_size, rows=8, seed=3)
   local_traj, local_group = np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])
-  b["traj_id"] = np.concatenate([local_traj, local_traj + process_1_offset]).astype(np.int32)
-  b["group_id"] = np.concatenate([local_group, local_group + process_1_offset]).astype(np.int32)
-  b["traj_return"] = np.array([1, 0, 1, 0] * 2, np.float32)
-  b["step_reward"], b["traj_success"] = b["traj_return"].copy(), b["traj_return"] > 0
-  b["step_idx"] = np.zeros(8, np.int32)
-  valid = np.ones(8, bool)
-  b["row_valid"], b["has_hindsight"] = valid, valid.copy()
-  for k in ("prompt_mask", "teacher_prompt_mask"):  # the helper pads with invalid rows at the end
-    b[k] = b[k] | (np.arange(b[k].shape[1]) >= b[k].shape[1] - 3)[None]
-  b["response_mask"][:, 0] = True
-  b["control_mask"] = b["control_mask"] & b["response_mask"]
-  return b
+  returns, valid = np.array([1, 0, 1, 0] * 2, np.float32), np.ones(8, bool)
+  last3 = lambda mask: mask | (np.arange(mask.shape[1]) >= mask.shape[1] - 3)[None]
+  response_mask = b.response_mask.copy()
+  response_mask[:, 0] = True  # the helper pads with invalid rows at the end: make all 8 real
+  return b.replace(
+      traj_id=np.concatenate([local_traj, local_traj + process_1_offset]).astype(np.int32),
+      group_id=np.concatenate([local_group, local_group + process_1_offset]).astype(np.int32),
+      traj_return=returns, step_reward=returns.copy(), traj_success=returns > 0,
+      step_idx=np.zeros(8, np.int32), row_valid=valid, has_hindsight=valid.copy(),
+      prompt_mask=last3(b.prompt_mask), teacher_prompt_mask=last3(b.teacher_prompt_mask),
+      response_mask=response_mask, control_mask=b.control_mask & response_mask)
 
 
 @pytest.mark.parametrize("offset", [1 << 20, 8, 4])  # the old multi-host stride; rows; dense
@@ -123,7 +123,7 @@ def test_ids_of_joined_processes_give_every_row_its_advantage(offset):
   used to drop process 1's rows and give them A = 0."""
   b = _joined_groups_batch(offset)
   cfg = train.StepConfig(estimator="grpo")
-  adv = jax.jit(lambda x: advantage.estimate(step_lib.with_dense_ids(x), cfg)[0]["adv_rows"])(b)
+  adv = jax.jit(lambda x: algorithms.estimate(step_lib.with_dense_ids(x), cfg)[0].adv_rows)(b)
   np.testing.assert_allclose(np.asarray(adv), [2 ** -0.5, -2 ** -0.5] * 4, rtol=1e-5)
 
 
@@ -144,7 +144,7 @@ def test_the_step_on_offset_ids_equals_the_step_on_dense_ids():
 def test_rows_without_hindsight_are_not_reshaped(batch, estimator):
   """No hindsight block on any row: Delta = 0, w = 1, no OPSD KL, whatever the teacher's
   weights (a frozen reference differs from the policy after one step): the update is GRPO's."""
-  plain = {**batch, "has_hindsight": np.zeros_like(batch["has_hindsight"])}
+  plain = batch.replace(has_hindsight=np.zeros_like(batch.has_hindsight))
   grpo, _ = _run(plain, train.StepConfig(estimator="grpo"), steps=2)
   cfg = train.StepConfig(estimator=estimator, teacher="reference", lambda_mix=0.5)
   state, history = _run(plain, cfg, steps=2)
@@ -170,15 +170,15 @@ def test_teacher_logprobs_line_up_with_the_student_tokens_after_repadding(batch)
   """The teacher prompt is longer than the student's, and a multi-host join widens both on the
   left: the [B, R] teacher log-probs are still those of each row's own response tokens."""
   params = models.init_params(CONFIG, jax.random.key(1))
-  grown = stepbatch.repad(batch, 16, batch["prompt_tokens"].shape[1] + 5,
-                          batch["teacher_prompt_tokens"].shape[1] + 9)
+  grown = batch.repad(16, batch.prompt_tokens.shape[1] + 5,
+                      batch.teacher_prompt_tokens.shape[1] + 9)
   for b in (batch, grown):
-    logp, _ = response_logprobs(CONFIG, params, b["teacher_prompt_tokens"],
-                                b["teacher_prompt_mask"], b["response_tokens"],
-                                b["response_mask"], 1.0)
-    for row in np.flatnonzero(b["row_valid"]):
-      expected = _unpadded_logprobs(params, b["teacher_prompt_tokens"][row],
-                                    b["teacher_prompt_mask"][row], b["response_tokens"][row],
-                                    b["response_mask"][row])
-      np.testing.assert_allclose(np.asarray(logp[row])[b["response_mask"][row]], expected,
+    logp, _ = response_logprobs(CONFIG, params, b.teacher_prompt_tokens,
+                                b.teacher_prompt_mask, b.response_tokens,
+                                b.response_mask, 1.0)
+    for row in np.flatnonzero(b.row_valid):
+      expected = _unpadded_logprobs(params, b.teacher_prompt_tokens[row],
+                                    b.teacher_prompt_mask[row], b.response_tokens[row],
+                                    b.response_mask[row])
+      np.testing.assert_allclose(np.asarray(logp[row])[b.response_mask[row]], expected,
                                  atol=1e-5)

@@ -3,8 +3,7 @@
 Registered name: `alfworld`. `make_tasks(split, num, seed, **kwargs)` reads games from the
 official layout under `data_dir` or `$ALFWORLD_DATA` (`data.py`; knobs `data_dir`,
 `eval_split`, `task_types`, `max_steps`, `won_reward`, `fast`); `AlfworldEnv` plays them
-(`env.py`); `ParallelBatchedEnv` steps many in worker processes (`workers.py`); `generate.py`
-builds games offline from the wheel alone; `prompt.py` has verl-agent's ALFWorld template.
+(`env.py`); `generate.py` builds games offline from the wheel alone; `prompt.py` has verl-agent's ALFWorld template.
 
 The agent protocol (`PROTOCOL`) keeps the rollout's `<think>/<action>` parsing, stop string,
 random-admissible warm-up and expert oracle (`env.expert_action()`, for `evaluate
@@ -21,7 +20,6 @@ from stepopsd_jax.envs.alfworld.prompt import (
     verl_agent_user_text,
 )
 from stepopsd_jax.envs.alfworld.tasks import SHORT_NAMES, TASK_TYPES, task_type_of
-from stepopsd_jax.envs.alfworld.workers import ParallelBatchedEnv
 from stepopsd_jax.envs.base import AgentProtocol, register_env
 
 PROTOCOL = AgentProtocol(user_text=verl_agent_user_text, format_instruction="")
@@ -29,6 +27,6 @@ register_env("alfworld", AlfworldEnv, make_tasks, protocol=PROTOCOL)
 
 __all__ = [
     "DEFAULT_MAX_STEPS", "PROTOCOL", "SHORT_NAMES", "SPLITS", "TASK_TYPES", "AlfworldEnv", "Engine",
-    "GameError", "ParallelBatchedEnv", "data_root", "discover", "format_admissible",
+    "GameError", "data_root", "discover", "format_admissible",
     "make_tasks", "normalise", "task_type_of", "verl_agent_prompt", "verl_agent_user_text",
 ]

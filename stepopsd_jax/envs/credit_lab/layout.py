@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 VARIANTS = ("critical_step", "null_causal")
-CLUE_MODES = ("task", "first_observation")
+CLUE_MODES = ("task", "first_observation", "none")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black", "silver",
            "golden", "pink", "brown")
 ROOMS = ("a dusty hall", "a narrow corridor", "a cold cellar", "a quiet library", "a small chapel",
@@ -32,7 +32,9 @@ class CreditLabConfig:
   horizon: int = 4  # K rooms; every episode lasts exactly K steps
   num_choices: int = 4  # N doors per room
   critical_step: int = 2  # 1-based room whose door decides success (critical_step variant)
-  clue_mode: str = "task"  # "task": clue in the task text; "first_observation": shown once
+  clue_mode: str = "task"  # "task": clue in the task text; "first_observation": shown once;
+  # "none": no clue anywhere (with treasure_colours=1 the door is fixed across tasks: only
+  # reward, or a hindsight teacher shown a winner, reveals it)
   reward_noise: float = 0.0  # std of Gaussian noise added to the final reward
   coin_p: float = 0.5  # success probability of the null_causal coin
   num_colours: int = 0  # palette the doors are drawn from (0: all); = num_choices makes every
@@ -66,7 +68,8 @@ class CreditLabConfig:
   @property
   def subset(self) -> str:
     """The per-subset metrics key: the variant, with `_memory` when the clue is shown once."""
-    return self.variant + ("_memory" if self.clue_mode == "first_observation" else "")
+    return self.variant + {"task": "", "first_observation": "_memory",
+                           "none": "_no_clue"}[self.clue_mode]
 
   def to_payload(self) -> dict[str, Any]:
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -123,7 +126,9 @@ class Layout:
             f"each; the search ends after room {c.horizon}.")
     if c.clue_mode == "task":
       return f"{text} {self.clue()}"
-    return f"{text} A clue is shown only once: remember it."
+    if c.clue_mode == "first_observation":
+      return f"{text} A clue is shown only once: remember it."
+    return text
 
   def room_text(self, room: int) -> str:
     return (f"You are in room {room + 1} of {self.config.horizon}, {self.rooms[room]}. "

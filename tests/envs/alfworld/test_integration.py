@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from stepopsd_jax import envs, sampling
-from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop, prompts, protocol
+from stepopsd_jax.rollout import RolloutConfig, agent_sampler, collect, prompts, protocol
 from stepopsd_jax.rollout.random_policy import train_env_tokenizer
-from stepopsd_jax.train import config as config_lib
+from stepopsd_jax.run import config as config_lib
 from tests.envs.alfworld.conftest import needs_alfworld
+from tests.rollout.conftest import tiny_policy
 
 ENV = "alfworld"
 CONFIG = "configs/alfworld_stepopsd.py"
@@ -30,16 +31,16 @@ def _keys(node, prefix=""):
 
 
 def test_config_has_the_default_keys_and_needs_a_data_dir(monkeypatch, tmp_path):
-  default = _keys(config_lib.load_config("configs/default.py"))
+  default = _keys(config_lib.load("configs/default.py"))
   monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))
   for arg in ("", ":runlocal"):
-    config = config_lib.load_config(CONFIG + arg)
+    config = config_lib.load(CONFIG + arg)
     assert _keys(config) == default
     assert config.env.kwargs.data_dir == str(tmp_path)
   monkeypatch.delenv("ALFWORLD_DATA")
   with pytest.raises(ValueError, match="ALFWORLD_DATA"):
-    config_lib.load_config(CONFIG + ":runlocal")
-  assert config_lib.load_config(f"{CONFIG}:data_dir=/d").env.kwargs.data_dir == "/d"
+    config_lib.load(CONFIG + ":runlocal")
+  assert config_lib.load(f"{CONFIG}:data_dir=/d").env.kwargs.data_dir == "/d"
 
 
 def test_protocol_renders_verl_agents_prompt(unseen_tasks):
@@ -65,8 +66,8 @@ def train_tasks(games):
 
 def test_tiny_random_model_rollout_through_collect(train_tasks):
   tokenizer = train_env_tokenizer(ENV, train_tasks, PROMPT, vocab_size=400)
-  config, weights = demo.tiny_policy(tokenizer)
-  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=8,
+  config, weights = tiny_policy(tokenizer)
+  sampler = agent_sampler(config, tokenizer, max_new_tokens=8,
                                stop_strings=protocol.for_env(ENV).stop_strings,
                                buckets=sampling.Buckets(batch=(8, 16), prompt=(512, 1024, 2048)))
   result = collect(sampler, weights, tokenizer, ENV, train_tasks, jax.random.key(0),

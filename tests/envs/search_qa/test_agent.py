@@ -7,9 +7,9 @@ import pytest
 from stepopsd_jax import sampling
 from stepopsd_jax.envs import make_tasks
 from stepopsd_jax.envs.search_qa import STOP_STRINGS, parse_response, retrievers
-from stepopsd_jax.rollout import RolloutConfig, collect, demo, loop, parse, prompts, protocol
+from stepopsd_jax.rollout import RolloutConfig, agent_sampler, collect, parse, prompts, protocol
 from stepopsd_jax.rollout.random_policy import random_policy_texts, train_env_tokenizer
-from tests.rollout.conftest import ScriptedSampler
+from tests.rollout.conftest import ScriptedSampler, tiny_policy
 
 ENV = "search_qa"
 PROMPT = prompts.PromptConfig(history_window=4)
@@ -126,8 +126,8 @@ def test_action_only_keeps_the_search_or_answer_span(tokenizer):
 
 
 def test_tiny_random_model_episodes_end_and_malformed_outputs_count(tasks, tokenizer):
-  config, weights = demo.tiny_policy(tokenizer)
-  sampler = loop.agent_sampler(config, tokenizer, max_new_tokens=12,
+  config, weights = tiny_policy(tokenizer)
+  sampler = agent_sampler(config, tokenizer, max_new_tokens=12,
                                stop_strings=protocol.for_env(ENV).stop_strings,
                                buckets=sampling.Buckets(batch=(8, 16), prompt=(512, 1024, 2048)))
   assert sampler.params.stop_strings == STOP_STRINGS

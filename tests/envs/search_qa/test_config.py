@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from stepopsd_jax.train.config import load_config, validate
+from stepopsd_jax.run.config import load as load_config
+from stepopsd_jax.run.config import validate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "search_stepopsd.py")
 

@@ -89,9 +89,9 @@ MALFORMED = ["", "I refuse.", "<search>a</search><search>b</search>", "<answer>u
 
 def test_batched_episode_with_malformed_outputs(world):
   tasks = make_tasks(ENV, "eval", 8, seed=2, **world.task_kwargs())
-  env = BatchedEnv(lambda i: make_env(ENV, seed=i), len(tasks), invalid_action_penalty=0.1)
+  env = BatchedEnv(lambda i: make_env(ENV, seed=i), len(tasks))
   results = env.reset(tasks)
-  rng, turns, invalid = np.random.default_rng(0), 0, 0
+  rng, turns, invalid, rejected = np.random.default_rng(0), 0, 0, 0
   while not env.all_done:
     actions = []
     for i, e in enumerate(env.envs):
@@ -100,13 +100,15 @@ def test_batched_episode_with_malformed_outputs(world):
       else:  # the odd ones: garbage until the turn limit
         actions.append(MALFORMED[rng.integers(len(MALFORMED))])
         invalid += not env.done[i]
-    results = [r or old for r, old in zip(env.step(actions), results)]
+    stepped = env.step(actions)
+    rejected += sum(r is not None and not r.info["valid_action"] for r in stepped)
+    results = [r or old for r, old in zip(stepped, results)]
     turns += 1
   assert turns == 4 and env.num_env_errors == 0
-  assert env.num_invalid_actions == invalid == 4 * 4
+  assert rejected == invalid == 4 * 4
   assert [r.info["won"] for r in results] == [True, False] * 4
   assert all(r.info.get("truncated") for r in results[1::2])
-  assert all(r.reward == pytest.approx(-0.1) for r in results[1::2])
+  assert all(r.reward == 0.0 for r in results[1::2])  # the rollout loop applies the penalty
 
 
 class CountingRetriever:

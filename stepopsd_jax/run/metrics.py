@@ -123,6 +123,18 @@ def scalars(metrics: Mapping[str, Number], prefix: str = "") -> dict[str, float]
   return out
 
 
+def expand_by_step(metrics: Mapping[str, Any]) -> dict[str, Any]:
+  """The step's per-step-index vectors (`weight_by_step` [K] with `control_tokens_by_step`) as
+  scalars `weight_step{k}`, for the step indices some control token reached."""
+  out = {k: v for k, v in metrics.items() if not k.endswith("_by_step")}
+  counts = np.asarray(metrics.get("control_tokens_by_step", ()))
+  for key in (k for k in metrics if k.endswith("_by_step") and k != "control_tokens_by_step"):
+    name = key.removesuffix("_by_step")
+    out.update({f"{name}_step{k}": np.asarray(metrics[key])[k]
+                for k in np.flatnonzero(counts > 0)})
+  return out
+
+
 def _json_safe(values: Mapping[str, float]) -> dict[str, float | None]:
   return {k: v if math.isfinite(v) else None for k, v in values.items()}
 

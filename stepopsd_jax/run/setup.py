@@ -1,20 +1,19 @@
-"""Everything a run builds from its config before the loop: tokenizer, model, mesh, samplers."""
+"""Everything a run builds from its config before the loop: tokenizer, model, mesh, optimizers,
+samplers, task sets. Built once; the trainer and `evaluate` share it."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
+import functools
 
 import jax
 import ml_collections
 
 from stepopsd_jax import envs, models, sampling, sharding, text
-from stepopsd_jax.rollout import loop, prompts, protocol, random_policy
-from stepopsd_jax.train.config import validate
-from stepopsd_jax.train.state import CRITIC_LR, make_optimizer
-from stepopsd_jax.train.step import StepConfig
-
-log = logging.getLogger(__name__)
+from stepopsd_jax.rollout import RolloutConfig, agent_sampler, protocol, random_policy
+from stepopsd_jax.run.config import prompt_config, rollout_config, step_config, validate
+from stepopsd_jax.train import StepConfig, make_optimizer
+from stepopsd_jax.train.state import abstract_state, create_state
 
 
 @dataclasses.dataclass
@@ -23,14 +22,27 @@ class Setup:
   model_config: models.QwenConfig
   tokenizer: text.Tokenizer
   mesh: jax.sharding.Mesh
-  tx: object
+  tx: object  # the policy's AdamW
+  critic_tx: object | None  # the critic's (ppo, steppo), else None
   step_cfg: StepConfig
-  rollout_cfg: loop.RolloutConfig
-  eval_cfg: loop.RolloutConfig
+  rollout_cfg: RolloutConfig
+  eval_cfg: RolloutConfig
   sampler: sampling.Sampler
   eval_sampler: sampling.Sampler
   train_tasks: list
   eval_tasks: list
+
+  @property
+  def state_options(self) -> dict:
+    """The optional TrainState parts of this run, as create_state/abstract_state keywords."""
+    return {"keep_reference": self.step_cfg.keep_reference, "keep_ema": self.step_cfg.keep_ema,
+            "critic_tx": self.critic_tx}
+
+  def create_state(self, params):
+    return create_state(self.model_config, params, self.tx, self.mesh, **self.state_options)
+
+  def abstract_state(self):
+    return abstract_state(self.model_config, self.tx, self.mesh, **self.state_options)
 
 
 def optimizers(config, cfg: StepConfig) -> tuple[object, object | None]:
@@ -40,21 +52,7 @@ def optimizers(config, cfg: StepConfig) -> tuple[object, object | None]:
   o = config.optim
   make = lambda lr: make_optimizer(lr, o.warmup_steps, config.train.num_steps, o.weight_decay,
                                    o.grad_clip, o.b1, o.b2)
-  return make(o.lr), make(o.get("critic_lr", CRITIC_LR)) if cfg.needs_critic else None
-
-
-def step_config(config) -> StepConfig:
-  """The step's settings: `algo.*`, and the sampling temperature the behaviour log-probs were
-  recorded at (`rollout.temperature`, the one source of it: PPO's ratio and the teacher gap
-  must score tokens under the distribution they were sampled from)."""
-  return StepConfig(**{k: config.algo[k] for k in config.algo.keys()},
-                    temperature=config.rollout.temperature)
-
-
-def prompt_config(config) -> prompts.PromptConfig:
-  """The rollout's prompt settings; the format instruction is the env protocol's."""
-  return prompts.PromptConfig(history_window=config.rollout.history_window,
-                              system_prompt=config.rollout.system_prompt or None)
+  return make(o.lr), make(o.critic_lr) if cfg.needs_critic else None
 
 
 def make_task_set(config, split: str) -> list:
@@ -81,8 +79,8 @@ def initial_params(config, tokenizer, rng):
     model_config = model_config.replace(remat_policy=m.remat_policy)
   else:
     model_config = models.get_preset(m.preset, vocab_size=models.padded_vocab(tokenizer.vocab_size),
-                                     param_dtype=m.dtype,
-                                     dtype=m.dtype, remat_policy=m.remat_policy)
+                                     param_dtype=m.dtype, dtype=m.dtype,
+                                     remat_policy=m.remat_policy)
     params = models.init_params(model_config, rng)
   if model_config.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {model_config.vocab_size} < tokenizer vocab "
@@ -95,23 +93,11 @@ def make_sampler(config, model_config, tokenizer, *, greedy: bool,
                  mesh=None) -> sampling.Sampler:
   """The rollout sampler; it stops at EOS or at the env protocol's stop strings."""
   r = config.rollout
-  return loop.agent_sampler(
+  return agent_sampler(
       model_config, tokenizer, max_new_tokens=r.max_new_tokens,
       temperature=0.0 if greedy else r.temperature, top_p=r.top_p, top_k=r.top_k,
       buckets=sampling.Buckets(batch=tuple(r.batch_buckets), prompt=tuple(r.prompt_buckets)),
       stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh)
-
-
-def rollout_config(config, *, evaluation: bool) -> loop.RolloutConfig:
-  """Evaluation runs one greedy episode per task and builds no teacher prompts; training builds
-  them only for the estimators whose step reads them (stepopsd, opsd)."""
-  r = config.rollout
-  return loop.RolloutConfig(
-      group_size=1 if evaluation else r.group_size, control_mode=r.control_mode,
-      invalid_penalty=r.invalid_penalty, hindsight_sibling=r.hindsight_sibling,
-      hindsight_reference=r.hindsight_reference,
-      teacher_prompts=not evaluation and step_config(config).needs_teacher,
-      prompt=prompt_config(config))
 
 
 def build(config, rng) -> tuple[Setup, object]:
@@ -120,13 +106,13 @@ def build(config, rng) -> tuple[Setup, object]:
   train_tasks, eval_tasks = make_task_set(config, "train"), make_task_set(config, "eval")
   tokenizer = make_tokenizer(config, train_tasks)
   model_config, params = initial_params(config, tokenizer, rng)
-  tx, _ = optimizers(config, step_config(config))
+  cfg = step_config(config)
+  tx, critic_tx = optimizers(config, cfg)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  sampler = functools.partial(make_sampler, config, model_config, tokenizer, mesh=mesh)
   setup = Setup(
       config=config, model_config=model_config, tokenizer=tokenizer, mesh=mesh, tx=tx,
-      step_cfg=step_config(config), rollout_cfg=rollout_config(config, evaluation=False),
-      eval_cfg=rollout_config(config, evaluation=True),
-      sampler=make_sampler(config, model_config, tokenizer, greedy=False, mesh=mesh),
-      eval_sampler=make_sampler(config, model_config, tokenizer, greedy=True, mesh=mesh),
-      train_tasks=train_tasks, eval_tasks=eval_tasks)
+      critic_tx=critic_tx, step_cfg=cfg, rollout_cfg=rollout_config(config),
+      eval_cfg=rollout_config(config, evaluation=True), sampler=sampler(greedy=False),
+      eval_sampler=sampler(greedy=True), train_tasks=train_tasks, eval_tasks=eval_tasks)
   return setup, params

@@ -1,4 +1,9 @@
-"""Order-free row bookkeeping shared by the step-level estimators (pure jnp, static shapes).
+"""Row bookkeeping shared by the estimators (pure jnp, static shapes): rows are agent steps.
+
+Trajectory-level statistics take one value per trajectory, however many steps (rows) it has:
+`per_trajectory` reads it into a slot per trajectory id, `segment_centre` centres slots within
+their segments (task groups, anchor groups), and the result is gathered back to the rows. Ids
+must lie in [0, B) (the step makes them dense): segment sums have B slots.
 
 The estimators never trust row order: rows of a trajectory may sit anywhere in the batch (the
 rollout writes them contiguously and in step order, but sharding or shuffling need not keep
@@ -13,7 +18,29 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-EPS = 1e-6
+from stepopsd_jax.algorithms.masked import EPS
+
+
+def per_trajectory(values: Float[Array, "B"], traj_id: Int[Array, "B"],
+                   row_valid: Bool[Array, "B"]) -> tuple[Array, Array]:
+  """(value of each trajectory slot [B], whether the slot holds a trajectory [B]).
+
+  The value is read from the trajectory's rows, which all carry it (a max, not a mean: averaging
+  copies of 0.9 in float32 does not give 0.9 back).
+  """
+  b = values.shape[0]
+  count = jax.ops.segment_sum(row_valid.astype(jnp.float32), traj_id, num_segments=b)
+  value = jax.ops.segment_max(jnp.where(row_valid, values, -jnp.inf), traj_id, num_segments=b)
+  has = count > 0
+  return jnp.where(has, value, 0.0), has
+
+
+def trajectory_group(group_id: Int[Array, "B"], traj_id: Int[Array, "B"],
+                     row_valid: Bool[Array, "B"]) -> Int[Array, "B"]:
+  """Group of each trajectory slot (0 for empty slots, which are masked everywhere)."""
+  b = group_id.shape[0]
+  return jnp.maximum(jax.ops.segment_max(jnp.where(row_valid, group_id, -1), traj_id,
+                                         num_segments=b), 0)
 
 
 def trajectory_order(traj_id: Int[Array, "B"], step_idx: Int[Array, "B"],
@@ -93,18 +120,3 @@ def segment_centre(x: Float[Array, "B"], seg: Int[Array, "B"], mask: Bool[Array,
                                                                                   1.0)
     centred_B = centred_B / (jnp.sqrt(var_S)[seg] + EPS)
   return centred_B, jnp.where(mask, n_S[seg], 0.0)
-
-
-def masked_whiten(x: Float[Array, "..."], mask: Bool[Array, "..."]) -> Float[Array, "..."]:
-  """(x - mean) / (std + eps) over the masked elements (unbiased std, eps = 1e-6); 0 off mask.
-
-  All-equal or single elements give exactly 0. verl's `masked_whiten` uses rsqrt(var + 1e-8)
-  instead; the two agree to ~1e-6 relative wherever the spread is not tiny.
-  """
-  x = jnp.where(mask, x.astype(jnp.float32), 0.0)
-  n = jnp.sum(mask)
-  centred = jnp.where(mask, x - jnp.sum(x) / jnp.maximum(n, 1), 0.0)
-  varies = jnp.max(jnp.where(mask, x, -jnp.inf)) > jnp.min(jnp.where(mask, x, jnp.inf))
-  centred = jnp.where(varies, centred, 0.0)  # exact 0 for all-equal values (see segment_centre)
-  std = jnp.sqrt(jnp.sum(centred ** 2) / jnp.maximum(n - 1, 1))
-  return centred / (std + EPS)

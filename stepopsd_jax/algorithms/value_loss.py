@@ -1,4 +1,4 @@
-"""Critic losses and diagnostics for the value-based estimators (PPO token-GAE, StepPO step-GAE).
+"""Value losses and diagnostics for the value-based estimators (PPO token-GAE, StepPO step-GAE).
 
 Shapes are free: [B] step values (StepPO) or [B, R] token values (PPO), with a mask of the
 same shape.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
+
+from stepopsd_jax.algorithms import masked
 
 
 def value_loss_terms(values: Float[Array, "*S"], old_values: Float[Array, "*S"],
@@ -35,7 +37,7 @@ def value_loss(values: Float[Array, "*S"], old_values: Float[Array, "*S"],
   divide by when this is one micro-batch of several (default: this mask's count)."""
   terms, clipped = value_loss_terms(values, old_values, returns, clip)
   n = jnp.maximum(jnp.sum(mask) if num_elements is None else num_elements, 1)
-  loss = jnp.sum(jnp.where(mask, terms, 0.0)) / n
+  loss = masked.total(terms, mask) / n
   return loss, {"value_loss": loss, "value_clip_frac": jnp.sum(mask & clipped) / n}
 
 
@@ -45,15 +47,9 @@ def explained_variance(values: Float[Array, "*S"], returns: Float[Array, "*S"],
 
   1 is a perfect critic, 0 no better than a constant, negative worse than one.
   """
-  n = jnp.maximum(jnp.sum(mask), 1)
-
-  def mean(x):
-    return jnp.sum(jnp.where(mask, x, 0.0)) / n
-
+  mean = lambda x: masked.mean(x, mask)
   returns = returns.astype(jnp.float32)
-  varies = (jnp.max(jnp.where(mask, returns, -jnp.inf))
-            > jnp.min(jnp.where(mask, returns, jnp.inf)))
-  var_g = jnp.where(varies, mean((returns - mean(returns)) ** 2), 0.0)
+  var_g = jnp.where(masked.varies(returns, mask), mean((returns - mean(returns)) ** 2), 0.0)
   resid = returns - values.astype(jnp.float32)
   var_res = mean((resid - mean(resid)) ** 2)
   return jnp.where(var_g > 0, 1.0 - var_res / jnp.where(var_g > 0, var_g, 1.0), 0.0)

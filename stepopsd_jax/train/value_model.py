@@ -1,4 +1,5 @@
-"""The critic of the value-based estimators (PPO token-GAE, StepPO step-GAE; DESIGN 4.5, 4.6).
+"""The critic (value model) of the value-based estimators (PPO token-GAE, StepPO step-GAE;
+DESIGN 4.5, 4.6).
 
 Same architecture as the policy, with a scalar value head in place of the LM head:
 
@@ -24,6 +25,8 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
 from stepopsd_jax import algorithms, models, sharding
+from stepopsd_jax.algorithms import masked
+from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.models import QwenConfig
 from stepopsd_jax.train import micro
 
@@ -56,16 +59,15 @@ def critic_shardings(model_config: QwenConfig, mesh) -> dict:
   return sharding.tree_shardings(axes, critic_shapes(model_config), mesh)
 
 
-def values(model_config: QwenConfig, critic_params: dict, mb: dict, per_token: bool
+def values(model_config: QwenConfig, critic_params: dict, mb: StepBatch, per_token: bool
            ) -> Float[Array, "B"] | Float[Array, "B R"]:
   """V per step [B], read at the last (left-padded) prompt token, i.e. the state before the
   action (`per_token=False`); or V before each response token [B, R] (`per_token=True`)."""
-  prompt, prompt_mask = mb["prompt_tokens"], mb["prompt_mask"]
-  p = prompt.shape[1]
-  tokens, mask = prompt, prompt_mask
+  p = mb.prompt_tokens.shape[1]
+  tokens, mask = mb.prompt_tokens, mb.prompt_mask
   if per_token:
-    tokens = jnp.concatenate([prompt, mb["response_tokens"]], axis=1)
-    mask = jnp.concatenate([prompt_mask, mb["response_mask"]], axis=1)
+    tokens = jnp.concatenate([tokens, mb.response_tokens], axis=1)
+    mask = jnp.concatenate([mask, mb.response_mask], axis=1)
   h = models.hidden_states(critic_config(model_config), critic_params["backbone"], tokens, mask,
                            models.default_positions(mask))
   h = h[:, p - 1:-1] if per_token else h[:, p - 1]  # [B, R, D] or [B, D]
@@ -73,35 +75,41 @@ def values(model_config: QwenConfig, critic_params: dict, mb: dict, per_token: b
   return h.astype(jnp.float32) @ head["w"] + head["b"]
 
 
-def _mask(batch: dict, per_token: bool):
-  valid = batch["row_valid"]
-  return batch["response_mask"] & valid[:, None] if per_token else valid
+def _mask(batch: StepBatch, per_token: bool):
+  return batch.response_mask & batch.row_valid[:, None] if per_token else batch.row_valid
 
 
-def _loss(critic_params, mb, extra, model_config, cfg, totals):
+def _loss(critic_params, mb: StepBatch, targets, model_config, cfg, totals):
   per_token = cfg.estimator == "ppo"
   v = values(model_config, critic_params, mb, per_token)
   n = totals["num_tokens" if per_token else "num_rows"]
-  return algorithms.value_loss(v, extra["old_values"], extra["returns"], _mask(mb, per_token),
+  return algorithms.value_loss(v, targets.old_values, targets.returns, _mask(mb, per_token),
                                cfg.value_clip or None, num_elements=n)
 
 
-def update(state, batch: dict, extra: dict, model_config: QwenConfig, cfg,
+def update(state, batch: StepBatch, targets, model_config: QwenConfig, cfg,
            critic_tx: optax.GradientTransformation, totals: dict):
-  """One step of the clipped value loss towards the GAE returns; (new state, metrics)."""
-  targets = {k: extra[k] for k in ("old_values", "returns")}
+  """One step of the clipped value loss towards the GAE returns: (new critic params, new
+  critic optimizer state, metrics); the caller decides whether to keep them."""
   loss_fn = functools.partial(_loss, model_config=model_config, cfg=cfg, totals=totals)
-  _, grads, metrics = micro.value_and_grad(loss_fn, state.critic_params, batch, targets,
-                                           cfg.micro_batches)
+  loss, grads, metrics = micro.value_and_grad(loss_fn, state.critic_params, batch, targets,
+                                              cfg.micro_batches)
   metrics = jax.tree.map(jnp.sum, metrics)  # micro-batch terms are batch-normalised: add up
   updates, opt_state = critic_tx.update(grads, state.critic_opt_state, state.critic_params)
   params = optax.apply_updates(state.critic_params, updates)
   mask = _mask(batch, cfg.estimator == "ppo")
-  n = jnp.maximum(jnp.sum(mask), 1)
+  grad_norm = optax.tree.norm(grads)
   metrics.update(
-      value_grad_norm=optax.tree.norm(grads),
-      value_mean=jnp.sum(jnp.where(mask, extra["old_values"], 0.0)) / n,
-      return_mean=jnp.sum(jnp.where(mask, extra["returns"], 0.0)) / n,
-      explained_variance=algorithms.explained_variance(extra["old_values"], extra["returns"],
+      value_grad_norm=grad_norm,
+      value_mean=masked.mean(targets.old_values, mask),
+      return_mean=masked.mean(targets.returns, mask),
+      explained_variance=algorithms.explained_variance(targets.old_values, targets.returns,
                                                        mask))
-  return state.replace(critic_params=params, critic_opt_state=opt_state), metrics
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  return params, opt_state, finite, metrics
+
+
+def old_values(state, batch: StepBatch, model_config: QwenConfig, cfg):
+  """V at rollout-time parameters (gradient-free): the GAE baseline and the value clip's anchor."""
+  return micro.map_rows(lambda mb: values(model_config, jax.lax.stop_gradient(
+      state.critic_params), mb, per_token=cfg.estimator == "ppo"), batch, cfg.micro_batches)

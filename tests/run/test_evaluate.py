@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stepopsd_jax import evaluate
+from stepopsd_jax.run import evaluate
 from stepopsd_jax.envs.search_qa import generate, source_average
 
 CONFIG = "configs/search_stepopsd.py"

@@ -6,10 +6,10 @@ import re
 import pytest
 
 from stepopsd_jax import models
-from stepopsd_jax.train import __main__ as cli
-from stepopsd_jax.train import setup as setup_lib
-from stepopsd_jax.train import config as config_lib
-from stepopsd_jax.train import trainer
+from stepopsd_jax.run import cli
+from stepopsd_jax.run import config as config_lib
+from stepopsd_jax.run import setup as setup_lib
+from stepopsd_jax.run import trainer
 
 TINY = {
     "env.kwargs.horizon": "2", "env.kwargs.num_choices": "2", "env.kwargs.critical_step": "1",
@@ -20,10 +20,8 @@ TINY = {
 }
 
 
-def _config(**overrides):
-  config = config_lib.load_config("configs/default.py")
-  config_lib.apply_overrides(config, {**TINY, **overrides})
-  return config
+def _config(spec="configs/default.py", **overrides):
+  return config_lib.load(spec, {**TINY, **overrides})
 
 
 def _train_lines(workdir):
@@ -69,17 +67,17 @@ def test_config_errors_are_one_line_naming_the_key(flag, message, tmp_path, caps
 
 
 def test_config_arg_and_runlocal():
-  config = config_lib.load_config("configs/default.py:estimator=grpo,runlocal")
+  config = config_lib.load("configs/default.py:estimator=grpo,runlocal")
   assert config.algo.estimator == "grpo" and config.train.num_steps == 4
-  assert config_lib.load_config("configs/default.py:estimator=steppo").algo.estimator == "steppo"
-  with pytest.raises(ValueError, match="Unknown config arg"):
-    config_lib.load_config("configs/default.py:nonsense=1")
+  assert config_lib.load("configs/default.py:estimator=steppo").algo.estimator == "steppo"
+  with pytest.raises(ValueError, match="unknown config arg 'nonsense'"):
+    config_lib.load("configs/default.py:nonsense=1")
 
 
 def test_the_step_scores_tokens_at_the_rollout_temperature():
   """One source of truth: --config.rollout.temperature sets the sampler's and the step's."""
   config = _config(**{"rollout.temperature": "0.7"})
-  assert setup_lib.step_config(config).temperature == 0.7
+  assert config_lib.step_config(config).temperature == 0.7
   assert setup_lib.make_sampler(config, models.get_preset("qwen3_tiny"), _Tok(),
                                 greedy=False).params.temperature == 0.7
 
@@ -97,9 +95,7 @@ class _Tok:
 ])
 def test_bad_temperatures_name_the_key(key, value, message):
   config = _config()
-  if key == "algo.temperature":  # a config file that still sets it
-    config.algo.temperature = value
-  else:
-    config_lib.apply_overrides(config, {key: str(value)})
+  with config.unlocked():  # a config file that still sets algo.temperature: a new key
+    config[key.split(".")[0]][key.split(".")[1]] = value
   with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
     config_lib.validate(config, 8)

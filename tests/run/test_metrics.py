@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from stepopsd_jax.train.metrics import MetricsWriter, markdown_table, read_jsonl
+from stepopsd_jax.run.metrics import MetricsWriter, markdown_table, read_jsonl
 
 
 def _tb_scalars(workdir) -> dict[str, list[tuple[int, float]]]:
@@ -107,3 +107,12 @@ def test_markdown_table():
   rows = [{"task": "pick", "success": 1.0}, {"task": "clean", "success": 0.123456}]
   assert markdown_table(rows, digits=2).splitlines()[2:] == ["| pick | 1.00 |",
                                                             "| clean | 0.12 |"]
+
+
+def test_per_step_vectors_become_scalars_where_tokens_were():
+  from stepopsd_jax.run.metrics import expand_by_step  # pylint: disable=g-import-not-at-top
+  got = expand_by_step({"loss": 1.5, "weight_by_step": np.array([1.1, 0.9, 0.0]),
+                        "delta_by_step": np.array([0.2, -0.1, 0.0]),
+                        "control_tokens_by_step": np.array([4, 2, 0])})
+  assert got == {"loss": 1.5, "weight_step0": 1.1, "weight_step1": 0.9, "delta_step0": 0.2,
+                 "delta_step1": -0.1}
