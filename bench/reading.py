@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -29,13 +28,11 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from stepopsd_jax import algorithms  # noqa: E402
 from stepopsd_jax.rollout import collect, hindsight  # noqa: E402
 from stepopsd_jax.run import config as config_lib  # noqa: E402
 from stepopsd_jax.run import setup as setup_lib  # noqa: E402
 from stepopsd_jax.run import trainer  # noqa: E402
 from stepopsd_jax.train import step as step_lib  # noqa: E402
-from stepopsd_jax.train.forward import response_logprobs  # noqa: E402
 
 TEACHERS = {"sibling": dict(hindsight_sibling=True, hindsight_reference=False),
             "reference": dict(hindsight_sibling=False, hindsight_reference=True)}
@@ -49,18 +46,6 @@ def bootstrap_ci(a: np.ndarray, b: np.ndarray, seed: int = 0, n: int = 2000
   rng = np.random.default_rng(seed)
   diffs = [rng.choice(a, len(a)).mean() - rng.choice(b, len(b)).mean() for _ in range(n)]
   return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def gaps(model_config, temperature: float, params, batch):
-  """Delta [B, R] of the teacher over the student on each response token (0 on rows without a
-  block), as the train step computes it."""
-  t = lambda prompt, mask: response_logprobs(model_config, params, prompt, mask,
-                                             batch.response_tokens, batch.response_mask,
-                                             temperature)[0]
-  student = t(batch.prompt_tokens, batch.prompt_mask)
-  teacher = t(batch.teacher_prompt_tokens, batch.teacher_prompt_mask)
-  return step_lib.hindsight_gap(teacher, student, batch.has_hindsight)
 
 
 def named_actions(result, reference_step: int | None) -> list[str | None]:
@@ -125,17 +110,10 @@ def summarise(rows: list[dict], steps: int) -> list[dict]:
   return out
 
 
-def weight_stats(setup, batch, delta: np.ndarray) -> dict:
-  """The StepOPSD weights these gaps give under the run's shaping settings."""
-  cfg = setup.step_cfg
-  targets, _ = algorithms.estimate(step_lib.with_dense_ids(batch), dataclasses.replace(
-      cfg, estimator="grpo"))
-  shaped = algorithms.stepopsd_shape(targets.adv_rows, delta, batch.control_mask,
-                                     batch.response_mask, batch.traj_id, batch.row_valid,
-                                     cfg.alpha_clip, cfg.lambda_mix, cfg.credit_budget,
-                                     cfg.weight_fn)
+def weight_stats(batch, credit) -> dict:
+  """The StepOPSD weights (and gaps) on control tokens under the run's shaping settings."""
   control = np.asarray(batch.control_mask & batch.response_mask & batch.row_valid[:, None])
-  w, d = np.asarray(shaped.weights)[control], np.asarray(delta)[control]
+  w, d = np.asarray(credit.weights)[control], np.asarray(credit.delta)[control]
   if not w.size:  # no control tokens at all (every response malformed)
     return dict(weight_mean=None, weight_std=None, weight_min=None, weight_max=None,
                 delta_std_control=None)
@@ -161,14 +139,14 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(setup.rollout_cfg, teacher_prompts=True, **knobs)
     result = collect(setup.sampler, params, setup.tokenizer, config.env.name, tasks,
                      jax.random.key(args.seed), cfg)
-    delta = np.asarray(gaps(setup.model_config, setup.step_cfg.temperature, params,
-                            result.batch))
+    credit = step_lib.credit(params, result.batch, config=setup.model_config,
+                             cfg=dataclasses.replace(setup.step_cfg, estimator="stepopsd"))
     names = named_actions(result, critical if name == "reference" else None)
-    rows = row_table(result, delta, names)
+    rows = row_table(result, np.asarray(credit.delta), names)
     report["teachers"][name] = dict(
         success=result.metrics["success"], rows_with_block=int(result.batch.has_hindsight.sum()),
         by_step=summarise(rows, config.env.kwargs.get("horizon", 3)),
-        weights=weight_stats(setup, result.batch, delta))
+        weights=weight_stats(result.batch, credit))
   report["seconds"] = time.perf_counter() - start
   print(table(report))
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

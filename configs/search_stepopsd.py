@@ -39,6 +39,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       index_dir="",  # bm25 index directory; "" = a cache under $STEPOPSD_CACHE_DIR
       retriever="http",  # http | bm25
       retriever_url="http://127.0.0.1:8000/retrieve",
+      # http: a request times out after timeout_s; a failed one (down, 5xx, garbage) is retried
+      # after backoff_s, 2x, 4x ... at most `retries` times within deadline_s, then the episodes
+      # needing it end as env errors (rollout/env_errors). About a minute of downtime rides out.
+      timeout_s=30.0, retries=6, backoff_s=1.0, deadline_s=120.0,
       topk=3, max_turns=4))
   c.env.num_train_tasks = -1  # every row
   c.env.num_eval_tasks = 2048  # a seeded sample for periodic eval; -1 for the full test sets

@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
   if fv is None:
     return 2
   from stepopsd_jax.run import trainer  # after validation: nothing compiles on a bad config
-  final = trainer.run(fv.config, fv.workdir)
+  from stepopsd_jax.train.checkpoint import CheckpointError
+  try:
+    final = trainer.run(fv.config, fv.workdir)
+  except CheckpointError as e:  # a full disk, a read-only workdir, no complete checkpoint
+    print(f"checkpoint error: {e}", file=sys.stderr)
+    return 3
   print("final eval: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(final.items())))
   return 0

@@ -124,12 +124,15 @@ def scalars(metrics: Mapping[str, Number], prefix: str = "") -> dict[str, float]
 
 
 def expand_by_step(metrics: Mapping[str, Any]) -> dict[str, Any]:
-  """The step's per-step-index vectors (`weight_by_step` [K] with `control_tokens_by_step`) as
-  scalars `weight_step{k}`, for the step indices some control token reached."""
+  """The step's per-step-index vectors as scalars, for the step indices some control token
+  reached: `weight_won_by_step` [K] -> `weight_won_step{k}`, counted by
+  `control_tokens_won_by_step` (the count of the same suffix; `control_tokens_by_step` for
+  the unsplit ones)."""
   out = {k: v for k, v in metrics.items() if not k.endswith("_by_step")}
-  counts = np.asarray(metrics.get("control_tokens_by_step", ()))
-  for key in (k for k in metrics if k.endswith("_by_step") and k != "control_tokens_by_step"):
+  for key in (k for k in metrics if k.endswith("_by_step") and not k.startswith("control_")):
     name = key.removesuffix("_by_step")
+    split = next((s for s in ("_won", "_lost") if name.endswith(s)), "")
+    counts = np.asarray(metrics[f"control_tokens{split}_by_step"])
     out.update({f"{name}_step{k}": np.asarray(metrics[key])[k]
                 for k in np.flatnonzero(counts > 0)})
   return out
@@ -172,7 +175,9 @@ def _atomic_write_json(path: str, obj: Any) -> None:
 
 
 def _truncate_jsonl(path: str, last_step: int) -> None:
-  rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
+  # The format warm-up's lines (sft/...) count warm-up steps, not the RL steps a resume redoes.
+  rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step
+          or all(k == "step" or k.startswith("sft/") for k in r)]
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -5,13 +5,31 @@ together: `state` (the TrainState pytree, StandardSave, sharded arrays written b
 and `extra` (JSON: RNG key data, the grain iterator state, the trainer's counters). Restores go
 straight into the shardings of an abstract state, which may be a different mesh than the save.
 
-orbax 0.12.8 facts this module works around (checked, see tests/train/test_checkpoint.py):
+What a run survives: a step whose files are missing, truncated or unreadable is skipped with a
+warning naming the step, the file and the error, and the previous complete one is restored; a
+save that fails (disk full, directory made read-only) raises a `CheckpointError` naming the path,
+and leaves the previous checkpoint intact.
+
+orbax 0.12.8 facts this module works around (checked, see tests/train/test_checkpoint*.py):
   * `None` fields save fine (as "skip" leaves), but a restore whose structure differs from the
     save silently drops or invents fields (a saved array restored into `None` vanishes; an array
     requested where `None` was saved comes back `None`), so the structure, shapes and dtypes are
     compared with the saved metadata first and a mismatch is an error.
   * An empty or half-deleted step directory still counts as a step (`latest_step()` returns it)
-    and restoring it fails with a bare KeyError; it is reported with its path and the fix.
+    and restoring it fails with a bare KeyError.
+  * A committed step with a truncated file may restore without any error: per-process OCDBT
+    files that were merged and the commit markers are never read. So every file's size is
+    recorded in `FILE_SIZES` inside the step directory just before orbax's commit rename (its
+    `post_finalization_callback`), and checked before a restore; the other truncations surface
+    as tensorstore or JSON errors from the restore itself. The step's `_CHECKPOINT_METADATA` is
+    left out: orbax rewrites it after the commit (and a restore does not need it).
+  * A save that fails in the background surfaces at the next `wait_until_finished` (in `save`,
+    `wait`, `close`), and again at every later one; by then the manager has already dropped the
+    step it was about to replace from its cached step list, although that step is still on disk
+    (orbax deletes old steps only after a commit). The manager is rebuilt after a failure.
+  * A manager built with `cleanup_tmp_directories=True` deletes unfinished `*.orbax-checkpoint-tmp`
+    directories when it is constructed, including those of a save in flight in another process
+    (`evaluate` next to a training run); here only a writer removes them, before its first save.
   * A manager built with only `item_names` cannot read item metadata of a checkpoint it did not
     write itself (it logs a warning and returns None), so the handlers are registered up front.
   * The step list is cached when the manager is built; `restore_latest` reloads it.
@@ -22,6 +40,7 @@ orbax 0.12.8 facts this module works around (checked, see tests/train/test_check
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import signal
@@ -34,12 +53,25 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+log = logging.getLogger(__name__)
+
+FILE_SIZES = "stepopsd_file_sizes.json"  # {"files": {relative path: bytes}}, per step
+_REWRITTEN = {"_CHECKPOINT_METADATA"}  # orbax rewrites it after the commit (its timestamp)
+_TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix of an unfinished step directory
 _BYTES_TAG = "__bytes_b64__"
 _RESUME_HINT = "--config.train.resume=False"
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be restored; the message names the directory and the fix."""
+  """A checkpoint that cannot be saved or restored; the message names the path and the fix."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A step whose files are missing, truncated or unreadable; `restore_latest` skips it."""
+
+  def __init__(self, message: str, step: int, reason: str):
+    super().__init__(message)
+    self.step, self.reason = step, reason
 
 
 class Checkpointer:
@@ -48,35 +80,121 @@ class Checkpointer:
   def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
     if every < 1 or keep < 1:
       raise ValueError(f"Checkpointer: every={every} and keep={keep} must both be >= 1.")
-    self.every = every
+    self.every, self.keep, self.async_save = every, keep, async_save
     self.directory = epath.Path(directory if "://" in directory else os.path.abspath(directory))
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=async_save)
-    # Handlers up front: with bare item_names a fresh manager cannot read item metadata.
-    handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler()}
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_handlers=handlers)
+    self.skipped: dict[int, str] = {}  # corrupt steps met by restore_latest -> why
+    self._pending: int | None = None  # the step of the save in flight
+    self._cleaned = False  # unfinished directories of earlier runs removed
     self._stop = threading.Event()
     self._restore_handler: Callable[[], None] | None = None
     self._closed = False
+    self._manager = self._new_manager()
+
+  def _new_manager(self) -> ocp.CheckpointManager:
+    # Always the async checkpointer (the size record needs its callback); a sync save waits.
+    # Directories are made in `save`: made in the background, a failure (read-only directory)
+    # leaves orbax's writer threads waiting 300 s for them, which blocks the process's exit.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=self.keep, create=True, cleanup_tmp_directories=False,
+        enable_async_checkpointing=True,
+        async_options=ocp.AsyncOptions(post_finalization_callback=self._record_sizes,
+                                       create_directories_asynchronously=False))
+    # Handlers up front: with bare item_names a fresh manager cannot read item metadata.
+    handlers = {"state": ocp.StandardCheckpointHandler(), "extra": ocp.JsonCheckpointHandler()}
+    try:
+      return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    except OSError as e:
+      raise CheckpointError(f"Cannot create the checkpoint directory {self.directory} "
+                            f"({_one_line(e)}): make it writable or pass another --workdir.") from e
 
   # Saving.
 
   def save(self, step: int, state: Any, extra: dict[str, Any] | None = None, *,
            force: bool = False) -> bool:
-    """Starts a save of `state` and `extra` at `step`; False when skipped (interval or exists)."""
+    """Starts a save of `state` and `extra` at `step`; False when skipped (interval or exists).
+
+    Raises CheckpointError (naming the path) when this save, or the previous async one, failed.
+    """
     if not force and step % self.every:
       return False
+    self._finish_pending()
+    self._remove_unfinished()
+    corrupt = self.skipped.pop(step, None)
+    if corrupt is not None and step in self._manager.all_steps():
+      log.warning("Replacing corrupt checkpoint %s (%s).", self.directory / str(step), corrupt)
+      self._manager.delete(step)
     if step in self._manager.all_steps():
       return False
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               extra=ocp.args.JsonSave(to_json(extra or {})))
-    return self._manager.save(step, args=args, force=True)
+    self._pending = step
+    try:
+      started = self._manager.save(step, args=args, force=True)
+    except Exception as e:  # noqa: BLE001 - disk full, read-only, ...: all mean the same here
+      self._pending = None
+      raise self._save_failed(step, e) from e
+    if not self.async_save:
+      self._finish_pending()
+    return started
 
   def wait(self) -> None:
-    """Blocks until the pending async save (if any) is on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until the pending async save (if any) is on disk; raises if it failed."""
+    self._finish_pending()
+
+  def _finish_pending(self) -> None:
+    step = self._pending
+    if step is None:
+      return
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._save_failed(step, e) from e
+    finally:
+      self._pending = None
+
+  def _save_failed(self, step: int, error: Exception) -> CheckpointError:
+    """The error of a failed save; the manager is rebuilt so that later saves may succeed."""
+    try:
+      self._manager.close()
+    except Exception:  # noqa: BLE001 - it re-raises the failure we are reporting
+      pass
+    self._manager = self._new_manager()
+    self._cleaned = False  # the next save removes what this one left half-written
+    older = [s for s in self._manager.all_steps() if s < step]
+    kept = (f"the previous checkpoint {self.directory / str(max(older))} is intact" if older
+            else "there is no earlier checkpoint")
+    return CheckpointError(
+        f"Saving checkpoint {self.directory / str(step)} failed ({_one_line(error)}); {kept}. "
+        f"Free space on the disk of {self.directory} or make it writable (or move --workdir), "
+        f"then rerun to resume.")
+
+  def _record_sizes(self) -> None:
+    """Writes FILE_SIZES into the step being committed (orbax calls this on the primary host,
+    after every process has written, before the commit rename); never raises."""
+    try:
+      step = self._pending
+      found = list(self.directory.glob(f"{step}{_TMP_MARK}*"))
+      path = found[0] if len(found) == 1 else self.directory / str(step)  # no rename on GCS
+      sizes = {str(f.relative_to(path)): f.stat().length for f in _files(path)
+               if str(f.relative_to(path)) not in _REWRITTEN}
+      (path / FILE_SIZES).write_text(json.dumps({"files": sizes}, sort_keys=True))
+    except Exception as e:  # noqa: BLE001 - the step is still a valid orbax checkpoint
+      log.warning("Checkpoint step %s: could not record its file sizes (%s); its restore relies "
+                  "on orbax's own checks.", self._pending, _one_line(e))
+
+  def _remove_unfinished(self) -> None:
+    """Deletes the unfinished step directories of a killed run, once, before the first save."""
+    if self._cleaned:
+      return
+    self._cleaned = True
+    if jax.process_index() != 0:
+      return
+    for path in self.directory.glob(f"*{_TMP_MARK}*"):
+      log.warning("Removing unfinished checkpoint %s (a save that never committed).", path)
+      if path.is_dir():
+        path.rmtree(missing_ok=True)
+      else:
+        path.unlink(missing_ok=True)
 
   # Restoring.
 
@@ -87,27 +205,47 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any], int] | None:
-    """(state, extra, step) from the newest checkpoint, or None when there is none."""
+    """(state, extra, step) from the newest complete checkpoint, or None when there is none.
+
+    A corrupt step is skipped with a warning (and remembered in `skipped`, so that saving that
+    step again replaces it); when every step is corrupt this raises.
+    """
     self.wait()
     self._manager.reload()  # the step list is cached; another process may have written
-    step = self._manager.latest_step()
-    if step is None:
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for k, step in enumerate(steps):
+      restored, problem = None, None
+      try:
+        restored = self.restore(step, abstract_state)
+      except CorruptCheckpointError as e:
+        problem = e
+      if _all_processes(problem is None):  # every process restores the same step
+        return (*restored, step)
+      reason = problem.reason if problem else "corrupt on another process"
+      self.skipped[step] = reason
+      then = f"trying step {steps[k + 1]}" if k + 1 < len(steps) else "no older step"
+      log.warning("Skipping checkpoint %s: %s; %s.", self.directory / str(step), reason, then)
+    if not steps:
       return None
-    state, extra = self.restore(step, abstract_state)
-    return state, extra, step
+    raise CheckpointError(
+        f"Every checkpoint in {self.directory} is incomplete or corrupt (steps "
+        f"{', '.join(map(str, steps))}; see the warnings above). Delete {self.directory} or pass "
+        f"{_RESUME_HINT} to start fresh.")
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-    """Restores `step` into the shapes, dtypes and shardings of `abstract_state`."""
+    """Restores `step` into the shapes, dtypes and shardings of `abstract_state`.
+
+    Raises CorruptCheckpointError for missing, truncated or unreadable files, CheckpointError
+    when the saved structure differs from `abstract_state`.
+    """
     abstract = _abstract(abstract_state)
     path = self.directory / str(step)
-    for item in ("state", "extra"):
-      if not (path / item).exists():
-        raise CheckpointError(self._corrupt_message(step, f"{path / item} is missing"))
+    self._check_files(step)
     try:
       saved = self._manager.item_metadata(step).state
       saved = getattr(saved, "tree", saved)
     except Exception as e:  # noqa: BLE001 - any failure to read means the same to the user
-      raise CheckpointError(self._corrupt_message(step, f"{type(e).__name__}: {e}")) from e
+      raise self._corrupt(step, f"{path / 'state'}: {_one_line(e)}") from e
     problems = _compare(saved, abstract)
     if problems:
       raise CheckpointError(
@@ -120,15 +258,37 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=args)
     except Exception as e:  # noqa: BLE001
-      raise CheckpointError(self._corrupt_message(step, f"{type(e).__name__}: {e}")) from e
+      raise self._corrupt(step, f"{path}: {_one_line(e)}") from e
     return restored.state, from_json(restored.extra)
 
-  def _corrupt_message(self, step: int, reason: str) -> str:
+  def _check_files(self, step: int) -> None:
+    """Raises CorruptCheckpointError if an item is missing or a file's size differs from the
+    one recorded at save time (steps saved without a record are left to orbax's checks)."""
+    path = self.directory / str(step)
+    for item in ("state", "extra"):
+      if not (path / item).exists():
+        raise self._corrupt(step, f"{path / item} is missing")
+    record = path / FILE_SIZES
+    if not record.exists():
+      return
+    try:
+      sizes = json.loads(record.read_text())["files"]
+    except Exception as e:  # noqa: BLE001
+      raise self._corrupt(step, f"{record} is unreadable ({_one_line(e)})") from e
+    for name, size in sorted(sizes.items()):
+      file = path / name
+      have = file.stat().length if file.exists() else None
+      if have != size:
+        state = "is missing" if have is None else f"has {have} bytes"
+        raise self._corrupt(step, f"{file} {state}, {size} when saved (truncated?)")
+
+  def _corrupt(self, step: int, reason: str) -> CorruptCheckpointError:
     path = self.directory / str(step)
     older = [s for s in self.all_steps() if s < step]
     then = f"resume from step {older[-1]}" if older else "start from scratch"
-    return (f"Checkpoint {path} is incomplete or corrupt ({reason[:500]}). Delete {path} to "
-            f"{then}, or pass {_RESUME_HINT} to start fresh.")
+    return CorruptCheckpointError(
+        f"Checkpoint {path} is incomplete or corrupt ({reason[:500]}). Delete {path} to {then}, "
+        f"or pass {_RESUME_HINT} to start fresh.", step, reason[:500])
 
   # Pre-emption.
 
@@ -150,22 +310,21 @@ class Checkpointer:
     With more than one process this is a collective: every process must call it at the same
     point of the loop.
     """
-    stop = self._stop.is_set()
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      stop = bool(np.max(multihost_utils.process_allgather(np.int32(stop))))
-    return stop
+    return not _all_processes(not self._stop.is_set())
 
   def close(self) -> None:
-    """Waits for the last save, releases orbax and puts the previous SIGTERM handler back."""
+    """Waits for the last save, releases orbax and puts the previous SIGTERM handler back;
+    raises CheckpointError if that save failed."""
     if self._closed:
       return
     self._closed = True
     if self._restore_handler is not None:
       self._restore_handler()
       self._restore_handler = None
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self._finish_pending()
+    finally:
+      self._manager.close()
 
   def __enter__(self) -> Checkpointer:
     return self
@@ -181,7 +340,7 @@ def install_sigterm_handler(on_signal: Callable[[int], None]) -> Callable[[], No
   Off the main thread nothing is installed (Python forbids it) and a warning is logged.
   """
   if threading.current_thread() is not threading.main_thread():
-    logging.warning("SIGTERM handler not installed: not on the main thread.")
+    log.warning("SIGTERM handler not installed: not on the main thread.")
     return lambda: None
   previous = signal.getsignal(signal.SIGTERM)
   signal.signal(signal.SIGTERM, lambda signum, frame: on_signal(signum))
@@ -190,6 +349,24 @@ def install_sigterm_handler(on_signal: Callable[[int], None]) -> Callable[[], No
     signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
   return restore
+
+
+def _all_processes(ok: bool) -> bool:
+  """`ok` on every process (a collective when there are several)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _files(root: epath.Path):
+  for directory, _, names in root.walk():
+    for name in names:
+      yield directory / name
+
+
+def _one_line(error: BaseException) -> str:
+  return f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
 
 
 # The abstract state and the comparison with what was saved.

@@ -34,7 +34,8 @@ def response_logprobs(config: QwenConfig, params, prompt, prompt_mask, response,
   return losses.token_logprobs_and_entropy(logits, response)
 
 
-def _logprobs(config: QwenConfig, params, mb: StepBatch, temperature: float, teacher: bool):
+def logprobs(config: QwenConfig, params, mb: StepBatch, temperature: float, teacher: bool):
+  """(log-probs, entropies) [B, R] of the responses given the student (or teacher) prompts."""
   if teacher:
     return response_logprobs(config, params, mb.teacher_prompt_tokens, mb.teacher_prompt_mask,
                              mb.response_tokens, mb.response_mask, temperature)
@@ -52,7 +53,7 @@ class Student(NamedTuple):
   @staticmethod
   def of(params, mb: StepBatch, config: QwenConfig, cfg):
     """(log-probs, entropies) of the student's forward on (a micro-batch of) the batch."""
-    return _logprobs(config, params, mb, cfg.temperature, teacher=False)
+    return logprobs(config, params, mb, cfg.temperature, teacher=False)
 
 
 def student_forward(params, batch: StepBatch, config: QwenConfig, cfg) -> Student:
@@ -69,7 +70,7 @@ def student_forward(params, batch: StepBatch, config: QwenConfig, cfg) -> Studen
 def frozen_logprobs(state, batch: StepBatch, config: QwenConfig, cfg) -> dict:
   """Gradient-free log-probs: the hindsight teacher's (stepopsd, opsd) and the reference's (KL)."""
   def no_grad(params, teacher):
-    return micro.map_rows(lambda mb: _logprobs(config, jax.lax.stop_gradient(params), mb,
+    return micro.map_rows(lambda mb: logprobs(config, jax.lax.stop_gradient(params), mb,
                                                cfg.temperature, teacher)[0],
                           batch, cfg.micro_batches)
 

@@ -31,7 +31,7 @@ from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.models import QwenConfig
 from stepopsd_jax.train import value_model
 from stepopsd_jax.train.config import StepConfig
-from stepopsd_jax.train.forward import Student, frozen_logprobs, student_forward
+from stepopsd_jax.train.forward import Student, frozen_logprobs, logprobs, student_forward
 from stepopsd_jax.train.micro import value_and_grad
 from stepopsd_jax.train.state import TrainState, state_shardings
 
@@ -88,6 +88,22 @@ def shape_credit(targets: Targets, student_logp, batch: StepBatch, cfg: StepConf
                                      cfg.alpha_clip, cfg.lambda_mix, cfg.credit_budget,
                                      cfg.weight_fn)
   return targets.replace(adv_tokens=shaped.adv_tokens, weights=shaped.weights, delta=delta)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "cfg"))
+def credit(params, batch: StepBatch, *, config: QwenConfig, cfg: StepConfig) -> Targets:
+  """What the step would train `params` towards on `batch`, without an update: the advantage of
+  every response token and, for StepOPSD, the gap and the weight behind it (teacher = policy).
+  For looking at where the credit goes (bench/reading.py, the notebooks); critic-free only."""
+  if cfg.needs_critic:
+    raise ValueError(f"credit() covers the critic-free estimators, not {cfg.estimator!r}.")
+  batch = with_dense_ids(batch)
+  targets, _ = algorithms.estimate(batch, cfg)
+  if cfg.needs_teacher:
+    targets = targets.replace(teacher_logp=logprobs(config, params, batch, cfg.temperature,
+                                                    teacher=True)[0])
+  student_logp = logprobs(config, params, batch, cfg.temperature, teacher=False)[0]
+  return shape_credit(targets, student_logp, batch, cfg)
 
 
 def policy_loss(logp, entropy, mb: StepBatch, targets: Targets, cfg: StepConfig, totals):
@@ -155,8 +171,9 @@ def update_critic(state: TrainState, batch, targets, config, cfg, critic_tx, tot
 
 def step_metrics(batch: StepBatch, targets: Targets, num_steps: int) -> dict:
   """Advantages over the response tokens; StepOPSD's gap and weights over the control tokens,
-  overall and at each of the first `num_steps` step indices (`delta_by_step`, `weight_by_step`,
-  with `control_tokens_by_step` counting the tokens behind each: where the credit goes)."""
+  overall and at each of the first `num_steps` step indices, also split by the trajectory's
+  outcome (`weight_by_step`, `weight_won_by_step`, ..., each with the count of control tokens
+  behind it in `control_tokens[_won|_lost]_by_step`): where the credit goes."""
   live = batch.response_mask & batch.row_valid[:, None]
   out = masked.stats(targets.adv_tokens, live, "adv")
   if targets.delta is None:
@@ -166,9 +183,11 @@ def step_metrics(batch: StepBatch, targets: Targets, num_steps: int) -> dict:
   out["delta_frac_pos"] = masked.mean(targets.delta > 0, control)
   out.update(masked.stats(targets.weights, control, "weight"))
   at_k = control[None] & (batch.step_idx[None, :] == jnp.arange(num_steps)[:, None])[..., None]
+  won = batch.traj_success[None, :, None]
+  for suffix, mask in (("", at_k), ("_won", at_k & won), ("_lost", at_k & ~won)):
+    out[f"weight{suffix}_by_step"] = masked.mean(targets.weights[None], mask, axis=(1, 2))
+    out[f"control_tokens{suffix}_by_step"] = jnp.sum(mask, axis=(1, 2))
   out["delta_by_step"] = masked.mean(targets.delta[None], at_k, axis=(1, 2))
-  out["weight_by_step"] = masked.mean(targets.weights[None], at_k, axis=(1, 2))
-  out["control_tokens_by_step"] = jnp.sum(at_k, axis=(1, 2))
   return out
 
 

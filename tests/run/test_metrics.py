@@ -113,6 +113,8 @@ def test_per_step_vectors_become_scalars_where_tokens_were():
   from stepopsd_jax.run.metrics import expand_by_step  # pylint: disable=g-import-not-at-top
   got = expand_by_step({"loss": 1.5, "weight_by_step": np.array([1.1, 0.9, 0.0]),
                         "delta_by_step": np.array([0.2, -0.1, 0.0]),
-                        "control_tokens_by_step": np.array([4, 2, 0])})
+                        "control_tokens_by_step": np.array([4, 2, 0]),
+                        "weight_won_by_step": np.array([0.0, 1.3, 0.0]),
+                        "control_tokens_won_by_step": np.array([0, 1, 0])})
   assert got == {"loss": 1.5, "weight_step0": 1.1, "weight_step1": 0.9, "delta_step0": 0.2,
-                 "delta_step1": -0.1}
+                 "delta_step1": -0.1, "weight_won_step1": 1.3}

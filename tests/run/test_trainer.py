@@ -99,3 +99,17 @@ def test_bad_temperatures_name_the_key(key, value, message):
     config[key.split(".")[0]][key.split(".")[1]] = value
   with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
     config_lib.validate(config, 8)
+
+
+def test_a_run_stops_after_too_many_non_finite_updates_in_a_row(tmp_path):
+  """optim.lr=1e30 sends the parameters to ~1e30 after the first update (the entropy bonus gives
+  a gradient even where every advantage is 0); every loss after it is NaN, each update is
+  skipped, and the run stops at the limit with an error naming the key."""
+  config = _config(**{"optim.lr": "1e30", "optim.warmup_steps": "0", "train.num_steps": "8",
+                      "algo.entropy_coef": "0.1",
+                      "train.max_consecutive_skips": "3", "train.checkpoint_every": "100"})
+  with pytest.raises(trainer.NonFiniteUpdates, match="train.max_consecutive_skips"):
+    trainer.run(config, str(tmp_path))
+  lines = [l for l in _train_lines(tmp_path) if "train/skipped_update" in l]
+  assert [l["train/skipped_update"] for l in lines][-3:] == [1.0, 1.0, 1.0]
+  assert lines[0]["train/skipped_update"] == 0.0  # the first update was finite

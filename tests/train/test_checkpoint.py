@@ -107,13 +107,20 @@ def test_empty_directory_restores_none(tmp_path):
     assert ckpt.restore_latest(_small_abstract()) is None
 
 
-def test_corrupt_checkpoint_names_the_path_and_the_fix(tmp_path):
+def test_corrupt_checkpoint_names_the_path_and_the_fix(tmp_path, caplog):
+  """A corrupt latest step is skipped with a warning; restoring it directly, or a directory with
+  no complete step, is an error naming the path and the fix."""
   ckpt = Checkpointer(str(tmp_path), every=1, keep=3, async_save=False)
-  ckpt.save(2, _small(), {})
+  ckpt.save(2, _small(2.0), {})
   os.makedirs(tmp_path / "4")  # orbax still lists an empty step directory as the latest
   with pytest.raises(CheckpointError, match=r"(?s)4/state is missing.*Delete .*/4 to resume "
                                             r"from step 2.*resume=False"):
-    ckpt.restore_latest(_small_abstract())
+    ckpt.restore(4, _small_abstract())
+  state, _, step = ckpt.restore_latest(_small_abstract())
+  assert step == 2 and ckpt.skipped == {4: f"{tmp_path / '4' / 'state'} is missing"}
+  np.testing.assert_array_equal(np.asarray(state["w"]), np.arange(8.0) * 2)
+  assert any(r.levelname == "WARNING" and f"Skipping checkpoint {tmp_path / '4'}" in r.message
+             and "trying step 2" in r.message for r in caplog.records)
   os.rmdir(tmp_path / "4")
   for root, _, files in os.walk(tmp_path / "2" / "state"):
     for name in files:
@@ -121,6 +128,9 @@ def test_corrupt_checkpoint_names_the_path_and_the_fix(tmp_path):
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"garbage")
   with pytest.raises(CheckpointError, match=r"(?s)2 is incomplete or corrupt.*start from scratch"):
+    ckpt.restore(2, _small_abstract())
+  with pytest.raises(CheckpointError, match=r"Every checkpoint in .* is incomplete or corrupt "
+                                            r"\(steps 2;.*resume=False"):
     ckpt.restore_latest(_small_abstract())
   ckpt.close()
 

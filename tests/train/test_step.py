@@ -182,3 +182,46 @@ def test_teacher_logprobs_line_up_with_the_student_tokens_after_repadding(batch)
                                     b.response_mask[row])
       np.testing.assert_allclose(np.asarray(logp[row])[b.response_mask[row]], expected,
                                  atol=1e-5)
+
+
+def test_credit_shows_the_gap_and_the_weights_the_step_uses(batch):
+  """`credit` (for inspection) gives Delta = teacher - student log-probs of each response token,
+  each side recomputed here by an unpadded per-row forward, and the step's own shaping."""
+  params = models.init_params(CONFIG, jax.random.key(2))
+  cfg = train.StepConfig(estimator="stepopsd", lambda_mix=1.0, credit_budget="none")
+  got = step_lib.credit(params, batch, config=CONFIG, cfg=cfg)
+  for row in np.flatnonzero(batch.row_valid):
+    teacher, student = (_unpadded_logprobs(params, getattr(batch, f"{p}_tokens")[row],
+                                           getattr(batch, f"{p}_mask")[row],
+                                           batch.response_tokens[row], batch.response_mask[row])
+                        for p in ("teacher_prompt", "prompt"))
+    np.testing.assert_allclose(np.asarray(got.delta[row])[batch.response_mask[row]],
+                               teacher - student, atol=1e-5)
+  # lambda 1, no budget: A^ = w A with w = clip(2 sigmoid(sign(A) Delta), 0.8, 1.2) on control
+  sign = np.sign(np.asarray(got.adv_rows))[:, None]
+  w = np.clip(2 / (1 + np.exp(-sign * np.asarray(got.delta))), 0.8, 1.2)
+  control = batch.control_mask & batch.response_mask & batch.row_valid[:, None]
+  np.testing.assert_allclose(np.asarray(got.weights)[control], w[control], rtol=1e-6)
+
+
+def test_a_non_finite_update_is_skipped_inside_the_step(batch):
+  """A batch whose behaviour log-probs are -inf makes the PPO ratio infinite: the step keeps the
+  parameters and the optimizer state as they were and reports the skip; the next good batch
+  updates normally."""
+  cfg = train.StepConfig(estimator="grpo")
+  mesh, step = _compiled(cfg, (1, 1, 1))
+  state = train.init_state(CONFIG, jax.random.key(0), TX, mesh)
+  before = jax.device_get(state)
+  bad = batch.replace(behavior_logprobs=np.where(batch.response_mask, -np.inf, 0.0).astype(
+      np.float32))
+  state, metrics = step(state, bad, jax.random.key(0))
+  assert metrics["skipped_update"] == 1 and not np.isfinite(metrics["loss"])
+  after = jax.device_get(state)
+  for a, b in zip(jax.tree.leaves((before.params, before.opt_state)),
+                  jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert int(after.step) == 1  # the step counter still moves: it counts batches seen
+  state, metrics = step(state, batch, jax.random.key(1))
+  assert metrics["skipped_update"] == 0
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(before.params), jax.tree.leaves(jax.device_get(state).params)))

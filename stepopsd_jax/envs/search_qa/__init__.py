@@ -3,7 +3,9 @@ local BM25 index or a retrieval server, exact-match reward, verl / Search-R1 par
 
 Registered name: `search_qa`. Knobs of `make_tasks(split, num, seed, **kwargs)` (they reach it
 from `env.kwargs` in a config): `train_files`, `eval_files` (or `files`), `corpus`, `retriever`
-("bm25" | "http"), `retriever_url`, `topk`, `max_turns`, `index_dir`, `timeout_s`, `retries`.
+("bm25" | "http"), `retriever_url`, `topk`, `max_turns`, `index_dir`, and the HTTP client's
+`timeout_s` (per request, 30), `retries` (6), `backoff_s` (1.0, doubled each retry) and
+`deadline_s` (120: the most one search waits, retries included).
 The agent protocol (`agent.py`) tells the rollout loop how to parse, stop, prompt and prefetch.
 """
 

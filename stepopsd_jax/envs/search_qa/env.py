@@ -6,7 +6,9 @@ reward 1.0 if `a` matches a golden answer (exact match after normalisation) else
 else is an invalid action (reward 0, `valid_action=False`, the penalty is the runner's). An
 episode has at most `max_turns` responses: the last one that is not an answer ends it unwon
 (`truncated`). A retrieval failure raises RetrieverError, which `BatchedEnv` turns into a
-failed, counted episode.
+failed, counted episode (`rollout/env_errors`). When the batched prefetch of a turn has already
+failed (after the client's retries), the envs whose search it held fail at once instead of each
+retrying alone: an outage costs one retry budget per turn, not one per episode.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from stepopsd_jax.envs.base import StepResult, Task
-from stepopsd_jax.envs.search_qa import data
+from stepopsd_jax.envs.search_qa import data, http_client
 from stepopsd_jax.envs.search_qa.answer import exact_match
 from stepopsd_jax.envs.search_qa.corpus import format_information
+from stepopsd_jax.envs.search_qa.http_client import RetrieverError
 from stepopsd_jax.envs.search_qa.retrievers import (
   Retriever,
   RetrieverSpec,
@@ -51,6 +54,7 @@ class SearchQAEnv:
     self._turn = 0
     self._searches = 0
     self._over = True
+    self._failed_search: tuple[str, str] | None = None  # (query, error) from `prefetch`
 
   @property
   def task_description(self) -> str:
@@ -76,6 +80,7 @@ class SearchQAEnv:
 
   def reset(self, task: Task) -> StepResult:
     self._task, self._turn, self._searches, self._over = task, 0, 0, False
+    self._failed_search = None
     return StepResult(f"Question: {task.payload['question']}", 0.0, False, self._info(True))
 
   def step(self, action: str) -> StepResult:
@@ -86,6 +91,9 @@ class SearchQAEnv:
       return self._finish(turn.content)
     if turn.kind == SEARCH:
       self._searches += 1
+      failed, self._failed_search = self._failed_search, None
+      if failed is not None and failed[0] == turn.content:
+        raise RetrieverError(f"the batched search of this turn failed: {failed[1]}")
       passages = self.retriever.search([turn.content], int(task.payload["topk"]))[0]
       observation = format_information(passages)
     else:
@@ -105,6 +113,11 @@ class SearchQAEnv:
     if turn.kind != SEARCH:
       return None
     return self.retriever, int(self._task.payload["topk"]), turn.content
+
+  def search_failed(self, query: str, error: str) -> None:
+    """Tells the env that the batched search of `query` failed: its next step, if it searches
+    that query, raises RetrieverError instead of retrying alone."""
+    self._failed_search = (query, error)
 
   def expert_action(self) -> str:
     """The oracle: search the question first, then answer with the first golden answer."""
@@ -160,21 +173,27 @@ def random_format_policy(env: SearchQAEnv, result: StepResult, rng: np.random.Ge
 
 def prefetch(envs: Sequence[Any], actions: Sequence[str | None]) -> int:
   """Runs the searches that `envs[i].step(actions[i])` will make as one batched call per
-  retriever, filling the shared query cache; returns the number of queries sent. Failures
-  are left for the steps themselves to raise (and be counted per episode)."""
-  batches: dict[tuple[int, int], tuple[Any, int, list[str]]] = {}
+  retriever, filling the shared query cache; returns the number of queries sent. When a batch
+  fails (the client has retried already), each env of it is told, and its step raises the error,
+  ending that episode as a counted env error."""
+  batches: dict[tuple[int, int], tuple[Any, int, list[str], list[SearchQAEnv]]] = {}
   for env, action in zip(envs, actions):
     planned = env.planned_search(action) if isinstance(env, SearchQAEnv) else None
     if planned is not None:
       retriever, topk, query = planned
-      batches.setdefault((id(retriever), topk), (retriever, topk, []))[2].append(query)
+      batch = batches.setdefault((id(retriever), topk), (retriever, topk, [], []))
+      batch[2].append(query)
+      batch[3].append(env)
   sent = 0
-  for retriever, topk, queries in batches.values():
+  for retriever, topk, queries, searching in batches.values():
     try:
       retriever.search(queries, topk)
       sent += len(queries)
-    except Exception as e:  # noqa: BLE001 (the steps raise it again, per episode)
-      log.warning("prefetch of %d queries failed: %s", len(queries), e)
+    except Exception as e:  # noqa: BLE001 (the steps raise it, per episode)
+      log.warning("prefetch of %d queries failed; their episodes end as env errors: %s",
+                  len(queries), e)
+      for env, query in zip(searching, queries):
+        env.search_failed(query, f"{type(e).__name__}: {e}")
   return sent
 
 
@@ -203,15 +222,20 @@ def select_rows(num_rows: int, num: int, seed: int) -> np.ndarray:
 def make_tasks(split: str, num: int, seed: int = 0, *, files: Any = None, train_files: Any = None,
                eval_files: Any = None, corpus: str = "", retriever: str = "bm25",
                retriever_url: str = "", topk: int = DEFAULT_TOPK,
-               max_turns: int = DEFAULT_MAX_TURNS, index_dir: str = "", timeout_s: float = 30.0,
-               retries: int = 3) -> list[Task]:
+               max_turns: int = DEFAULT_MAX_TURNS, index_dir: str = "",
+               timeout_s: float = http_client.TIMEOUT_S, retries: int = http_client.RETRIES,
+               backoff_s: float = http_client.BACKOFF_S,
+               deadline_s: float = http_client.DEADLINE_S) -> list[Task]:
   """Tasks of `split` from parquet: `files` if given, else `train_files` ("train") or
   `eval_files` ("eval"/"test"/"valid"). `num` <= 0 means every row; a smaller `num` is a
-  seeded sample kept in file order. Ids look like "hotpotqa-train-000017" (row number)."""
+  seeded sample kept in file order. Ids look like "hotpotqa-train-000017" (row number).
+  `timeout_s`, `retries`, `backoff_s`, `deadline_s`: the HTTP retriever's per-request timeout
+  and retries with exponential backoff within a total deadline (`http_client.HttpRetriever`)."""
   if topk < 1 or max_turns < 1:
     raise ValueError(f"topk={topk} and max_turns={max_turns} must be >= 1.")
   spec = RetrieverSpec(kind=retriever, corpus=corpus, url=retriever_url, index_dir=index_dir,
-                       timeout_s=timeout_s, retries=retries)
+                       timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
+                       deadline_s=deadline_s)
   paths, key = _split_files(split, dict(files=files, train_files=train_files,
                                         eval_files=eval_files))
   records = data.read_parquet(paths, key)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+from stepopsd_jax.envs.search_qa import http_client
 from stepopsd_jax.envs.search_qa.corpus import Passage
 
 RETRIEVERS = ("bm25", "http")
@@ -33,8 +34,12 @@ class RetrieverSpec:
   corpus: str = ""  # JSONL corpus (bm25)
   url: str = ""  # e.g. http://127.0.0.1:8000/retrieve (http)
   index_dir: str = ""  # bm25: explicit index directory; "" = the cache under STEPOPSD_CACHE_DIR
-  timeout_s: float = 30.0  # http
-  retries: int = 3  # http
+  # http: per-request timeout; retries with backoff 1, 2, 4 ... s, all within deadline_s
+  # (`http_client.HttpRetriever`). The defaults ride out about a minute of server downtime.
+  timeout_s: float = http_client.TIMEOUT_S
+  retries: int = http_client.RETRIES
+  backoff_s: float = http_client.BACKOFF_S
+  deadline_s: float = http_client.DEADLINE_S
 
   def __post_init__(self):
     if self.kind not in RETRIEVERS:
@@ -88,8 +93,8 @@ def build_retriever(spec: RetrieverSpec) -> Retriever:
   if spec.kind == "bm25":
     from stepopsd_jax.envs.search_qa.bm25 import BM25Retriever
     return BM25Retriever(spec.corpus, index_dir=spec.index_dir or None)
-  from stepopsd_jax.envs.search_qa.http_client import HttpRetriever
-  return HttpRetriever(spec.url, timeout_s=spec.timeout_s, retries=spec.retries)
+  return http_client.HttpRetriever(spec.url, timeout_s=spec.timeout_s, retries=spec.retries,
+                                   backoff_s=spec.backoff_s, deadline_s=spec.deadline_s)
 
 
 @functools.lru_cache(maxsize=8)

@@ -81,6 +81,12 @@ def make_handler(retriever: BM25Retriever, default_topk: int) -> type:
   return Handler
 
 
+def make_server(retriever: BM25Retriever, host: str = "127.0.0.1", port: int = 0,
+                default_topk: int = 3) -> http.server.ThreadingHTTPServer:
+  """A bound server (not yet serving: call `serve_forever`); port 0 picks a free one."""
+  return http.server.ThreadingHTTPServer((host, port), make_handler(retriever, default_topk))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--corpus", required=True, help="JSONL corpus of {id, contents} lines")
@@ -98,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ValueError, OSError) as e:  # CorpusError is a ValueError
     print(f"error: {e}", file=sys.stderr)
     return 2
-  server = http.server.ThreadingHTTPServer((args.host, args.port),
-                                           make_handler(retriever, args.topk))
+  server = make_server(retriever, args.host, args.port, args.topk)
   host, port = server.server_address[:2]
   print(f"Serving {len(retriever)} passages on http://{host}:{port}/retrieve", flush=True)
   try:
