@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stepopsd_jax import envs as envs_lib
-from stepopsd_jax.envs.base import AgentProtocol, Policy
+from stepopsd_jax.envs.base import AgentProtocol
 from stepopsd_jax.rollout import parse, prompts
 
 RESPONSE_TEMPLATE = "<think>I pick one of the admissible actions.</think><action>{}</action>"
