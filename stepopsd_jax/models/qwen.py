@@ -48,9 +48,13 @@ class RMSNorm(nn.Module):
   def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
     scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), (self.axis_name,),
                    self.param_dtype)
-    x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return scale.astype(x.dtype).reshape((1,) * (x.ndim - 1) + (-1,)) * y.astype(x.dtype)
+    return rms_norm(x, scale, self.eps)
+
+
+def rms_norm(x: Float[Array, "... D"], scale: Float[Array, "D"], eps: float) -> Array:
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return scale.astype(x.dtype).reshape((1,) * (x.ndim - 1) + (-1,)) * y.astype(x.dtype)
 
 
 def apply_rope(x_BxTxNxH: Array, positions_BxT: Array, theta: float) -> Array:
@@ -209,3 +213,108 @@ class Qwen(nn.Module):
   def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, cache_index=0):
     h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index)
     return self.project(h_BxTxD), cache
+
+
+# One token per row: the sampler's decode loop. The same parameters and, for T = 1, the same
+# math as the modules above (tests/models/test_qwen.py checks it against `Qwen`), laid out for a
+# loop body that runs once per generated token. Profiled on CPU (bench/sampler.py --profile),
+# the scanned module spent ~25% of a batch-32 step copying: the layer scan sliced every layer's
+# weights and the stacked cache out of their [L, ...] arrays each step, and attention's
+# one-query einsums became hundreds of tiny batched matmuls. Here each layer's weights are cut
+# out once per sampler call (`decode_weights`), q|k|v and gate|up are one matmul each, the layer
+# loop is unrolled over per-layer caches, and attention is a multiply-reduce over the cache,
+# keys stored transposed ([B, K, H, S]) so that it runs along the contiguous S axis.
+
+DecodeCache = tuple[dict[str, Array], ...]  # per layer {"k": [B, K, H, S], "v": [B, K, S, H]}
+
+
+def decode_weights(config: QwenConfig, params) -> dict:
+  """The parameters rearranged for `decode_step` (call it outside the decode loop: one copy).
+
+  q|k|v are grouped by KV head, [D, K, (G + 2) H] (G = query heads per KV head), and gate|up
+  stacked as [D, 2, F], so the heads and F axes keep the sharding the rules give them.
+  """
+  c = config
+  dt, k, g, h = c.jnp_dtype, c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
+  stack = params["layers"]
+  attn, mlp = stack["self_attn"], stack["mlp"]
+  grouped = lambda x: x.reshape(x.shape[:-2] + (k, -1))  # [..., N, H] -> [..., K, G H]
+  fused = {
+      "ln1": stack["input_layernorm"]["scale"], "ln2": stack["post_attention_layernorm"]["scale"],
+      "qkv": jnp.concatenate([grouped(attn[n]) for n in ("q_kernel", "k_kernel", "v_kernel")],
+                             axis=-1).astype(dt),
+      "o": attn["o_kernel"].reshape((c.num_layers, k, g, h, c.hidden_size)).astype(dt),
+      "gate_up": jnp.stack([mlp["gate_kernel"], mlp["up_kernel"]], axis=2).astype(dt),
+      "down": mlp["down_kernel"].astype(dt)}
+  if c.qkv_bias:
+    fused["qkv_bias"] = jnp.concatenate(
+        [grouped(attn[n]) for n in ("q_bias", "k_bias", "v_bias")], axis=-1).astype(dt)
+  if c.o_bias:
+    fused["o_bias"] = attn["o_bias"].astype(dt)
+  if c.qk_norm:
+    fused["q_norm"], fused["k_norm"] = attn["q_norm"]["scale"], attn["k_norm"]["scale"]
+  layers = tuple(jax.tree.map(lambda x, i=i: x[i], fused) for i in range(c.num_layers))
+  head = params["embed_tokens"] if c.tie_embeddings else params["lm_head"]
+  return {"embed": params["embed_tokens"].astype(dt), "norm": params["norm"]["scale"],
+          "head": head.astype(dt), "layers": layers}
+
+
+def decode_cache(config: QwenConfig, cache: KVCache, length: int) -> DecodeCache:
+  """A prefilled stacked cache ([L, B, K, P, H]) as `decode_step`'s per-layer cache of `length`
+  slots, the P prefilled ones first."""
+  grow = lambda x, axis: jnp.pad(x, [(0, length - x.shape[axis]) if a == axis else (0, 0)
+                                     for a in range(x.ndim)])
+  return tuple({"k": grow(cache["k"][i].transpose(0, 1, 3, 2), 3), "v": grow(cache["v"][i], 2)}
+               for i in range(config.num_layers))
+
+
+def decode_step(config: QwenConfig, weights: dict, tokens_B: Int[Array, "B"],
+                positions_B: Int[Array, "B"], key_mask_BxS: Bool[Array, "B S"],
+                cache: DecodeCache, index: Int[Array, ""]):
+  """Writes one token per row into cache slot `index` and returns its f32 logits [B, V] and the
+  cache. `key_mask` marks the valid slots, slot `index` included (later slots are unwritten)."""
+  c = config
+  x_BxD = jnp.take(weights["embed"], tokens_B, axis=0)
+  new_cache = []
+  for w, layer_cache in zip(weights["layers"], cache):
+    x_BxD, layer_cache = _decode_layer(c, w, x_BxD, positions_B, key_mask_BxS, layer_cache, index)
+    new_cache.append(layer_cache)
+  h_BxD = rms_norm(x_BxD, weights["norm"], c.rms_norm_eps)
+  spec = "bd,vd->bv" if c.tie_embeddings else "bd,dv->bv"
+  return jnp.einsum(spec, h_BxD, weights["head"], preferred_element_type=jnp.float32), \
+      tuple(new_cache)
+
+
+def _decode_layer(c: QwenConfig, w: dict, x_BxD, positions_B, key_mask_BxS, cache, index):
+  b, k, g, h = x_BxD.shape[0], c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
+  qkv_BxKxJ = jnp.einsum("bd,dkj->bkj", rms_norm(x_BxD, w["ln1"], c.rms_norm_eps), w["qkv"])
+  if c.qkv_bias:
+    qkv_BxKxJ = qkv_BxKxJ + w["qkv_bias"][None]
+  q_BxKxGxH = qkv_BxKxJ[..., :g * h].reshape(b, k, g, h)
+  k_BxKxH, v_BxKxH = qkv_BxKxJ[..., g * h:(g + 1) * h], qkv_BxKxJ[..., (g + 1) * h:]
+  if c.qk_norm:
+    q_BxKxGxH = rms_norm(q_BxKxGxH, w["q_norm"], c.rms_norm_eps)
+    k_BxKxH = rms_norm(k_BxKxH, w["k_norm"], c.rms_norm_eps)
+  rope = lambda x, n: apply_rope(x.reshape(b, 1, n, h), positions_B[:, None], c.rope_theta)
+  q_BxKxGxH = rope(q_BxKxGxH, k * g).reshape(b, k, g, h)
+  k_BxKxH = rope(k_BxKxH, k).reshape(b, k, h)
+  zero, index = jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32)
+  cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k_BxKxH[..., None].astype(
+               cache["k"].dtype), (zero, zero, zero, index)),
+           "v": jax.lax.dynamic_update_slice(cache["v"], v_BxKxH[:, :, None].astype(
+               cache["v"].dtype), (zero, zero, index, zero))}
+  f32 = jnp.float32
+  scores_BxKxGxS = jnp.sum(q_BxKxGxH.astype(f32)[..., None] * cache["k"].astype(f32)[:, :, None],
+                           axis=-2) * (h ** -0.5)
+  scores_BxKxGxS = jnp.where(key_mask_BxS[:, None, None, :], scores_BxKxGxS, _NEG_INF)
+  probs_BxKxGxS = jax.nn.softmax(scores_BxKxGxS, axis=-1).astype(x_BxD.dtype)
+  out_BxKxGxH = jnp.sum(probs_BxKxGxS.astype(f32)[..., None] *
+                        cache["v"].astype(f32)[:, :, None], axis=-2).astype(x_BxD.dtype)
+  attn_BxD = jnp.einsum("bkgh,kghd->bd", out_BxKxGxH, w["o"])
+  if c.o_bias:
+    attn_BxD = attn_BxD + w["o_bias"][None]
+  x_BxD = x_BxD + attn_BxD
+  gate_up_Bx2xF = jnp.einsum("bd,djf->bjf", rms_norm(x_BxD, w["ln2"], c.rms_norm_eps),
+                             w["gate_up"])
+  x_BxD = x_BxD + (nn.silu(gate_up_Bx2xF[:, 0]) * gate_up_Bx2xF[:, 1]) @ w["down"]
+  return x_BxD, cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -22,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from jaxtyping import Array, Bool, Float, Int
 
 from stepopsd_jax import models, sharding
-from stepopsd_jax.models import QwenConfig
+from stepopsd_jax.models import QwenConfig, qwen
 from stepopsd_jax.sampling import stop
 
 
@@ -76,12 +77,13 @@ class SampleOutput(NamedTuple):
   lengths: np.ndarray  # int32 [B]: generated tokens per row (stop token or string included)
   stopped: np.ndarray  # bool [B]: ended by a stop token/string, not by max_new_tokens
   truncated_prompts: int  # prompts cut from the left to fit the largest prompt bucket
+  stats: dict | None = None  # seconds of each phase and where the slots went (`Sampler.generate`)
 
 
 class _LoopState(NamedTuple):
   step: Int[Array, ""]
   rng: Array
-  cache: dict
+  cache: tuple  # qwen.DecodeCache: per layer {'k': [B, K, H, S], 'v': [B, K, S, H]}
   key_mask: Bool[Array, "B S"]
   logits: Float[Array, "B V"]
   positions: Int[Array, "B"]
@@ -122,39 +124,65 @@ def _truncate(logits_BxV: Array, params: SamplingParams) -> Array:
   return logits_BxV
 
 
-TRACE_COUNT = {"generate": 0}  # incremented on every trace: tests count compilations with it
+# Incremented on every trace of `prefill` / `decode` ("generate"): tests count compilations.
+TRACE_COUNT = {"prefill": 0, "generate": 0}
 
 
-CACHE_AXES = ("layers", "batch", "kv_heads", None, "head_dim")  # logical axes of [L, B, K, S, H]
+# Logical axes of the prefill's stacked cache [L, B, K, P, H] and of the decode loop's per-layer
+# keys [B, K, H, S] and values [B, K, S, H] (`qwen.decode_cache`).
+CACHE_AXES = ("layers", "batch", "kv_heads", None, "head_dim")
+DECODE_CACHE_AXES = {"k": ("batch", "kv_heads", "head_dim", None),
+                     "v": ("batch", "kv_heads", None, "head_dim")}
 
 
-def _place_cache(cache: dict, mesh: Mesh | None) -> dict:
+def _place_cache(cache, mesh: Mesh | None, axes=None):
   """Pins the KV cache to rows over (data, fsdp) and KV heads over tensor (where they divide),
   so the compiler never chooses to replicate the largest tensor of a rollout."""
   if mesh is None:
     return cache
-  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(
-      mesh, sharding.logical_to_spec(CACHE_AXES, x.shape, mesh))), cache)
+  pin = lambda x, logical: jax.lax.with_sharding_constraint(x, NamedSharding(
+      mesh, sharding.logical_to_spec(logical, x.shape, mesh)))
+  if axes is None:  # the stacked prefill cache
+    return jax.tree.map(lambda x: pin(x, CACHE_AXES), cache)
+  return tuple({name: pin(layer[name], axes[name]) for name in layer} for layer in cache)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "params", "pad_id", "mesh"))
-def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, weights,
-                    tokens_BxP: Int[Array, "B P"], mask_BxP: Bool[Array, "B P"],
-                    rng: Array, stop_table: Int[Array, "Q V"], mesh: Mesh | None = None):
-  """Prefill + decode on a padded batch; rows with an all-False mask are finished at once.
+class Prefilled(NamedTuple):
+  """What the prefill hands to the decode loop (device arrays)."""
+  cache: tuple  # qwen.DecodeCache of P + R slots, the prompt's P filled
+  key_mask: Bool[Array, "B S"]
+  logits: Float[Array, "B V"]  # of each row's next token
+  positions: Int[Array, "B"]  # of each row's next token
+  empty: Bool[Array, "B"]  # padding rows (all-False prompt mask): finished before they start
+  rng: Array
 
-  `mesh`: place the KV cache by the sharding rules on it (weights and prompts bring their own
-  shardings); None leaves placement to the compiler (one device).
-  """
-  TRACE_COUNT["generate"] += 1
+
+@functools.partial(jax.jit, static_argnames=("config", "params", "mesh"))
+def prefill(config: QwenConfig, params: SamplingParams, weights, tokens_BxP: Int[Array, "B P"],
+            mask_BxP: Bool[Array, "B P"], rng: Array, mesh: Mesh | None = None) -> Prefilled:
+  """The prompts through the model once: the decode cache and each row's first logits."""
+  TRACE_COUNT["prefill"] += 1
   b, p = tokens_BxP.shape
   r = params.max_new_tokens
   positions = models.default_positions(mask_BxP)
-  key_mask = jnp.concatenate([mask_BxP, jnp.zeros((b, r), bool)], axis=1)
-  cache = _place_cache(models.init_cache(config, b, p + r), mesh)
-  logits, cache = models.forward_with_cache(config, weights, tokens_BxP, positions, key_mask,
+  # Attends over the prompt's P slots only; the decode loop's cache has P + R.
+  cache = _place_cache(models.init_cache(config, b, p), mesh)
+  logits, cache = models.forward_with_cache(config, weights, tokens_BxP, positions, mask_BxP,
                                             cache, 0, last_only=True)
-  cache = _place_cache(cache, mesh)
+  cache = _place_cache(qwen.decode_cache(config, cache, p + r), mesh, DECODE_CACHE_AXES)
+  key_mask = jnp.concatenate([mask_BxP, jnp.zeros((b, r), bool)], axis=1)
+  return Prefilled(cache, key_mask, logits[:, -1], positions[:, -1] + 1,
+                   ~jnp.any(mask_BxP, axis=1), rng)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "params", "pad_id", "mesh"))
+def decode(config: QwenConfig, params: SamplingParams, pad_id: int, weights, state: Prefilled,
+           stop_table: Int[Array, "Q V"], mesh: Mesh | None = None):
+  """The `lax.while_loop` over new tokens: (tokens, logprobs, lengths, stopped), [B, R] / [B]."""
+  TRACE_COUNT["generate"] += 1
+  b, r = state.key_mask.shape[0], params.max_new_tokens
+  p = state.key_mask.shape[1] - r
+  decode_weights = qwen.decode_weights(config, weights)  # once per call, not once per step
   stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
   accept = stop_table.shape[0] - 1
 
@@ -164,12 +192,11 @@ def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, wei
     stop_state = stop_table[s.stop_state, token]
     ended = jnp.isin(token, stop_ids) | (stop_state == accept)
     key_mask = s.key_mask.at[:, p + s.step].set(True)
-    logits, cache = models.forward_with_cache(config, weights, token[:, None],
-                                              s.positions[:, None], key_mask, s.cache,
-                                              p + s.step)
+    logits, cache = qwen.decode_step(config, decode_weights, token, s.positions, key_mask,
+                                     s.cache, p + s.step)
     return _LoopState(
-        step=s.step + 1, rng=s.rng, cache=_place_cache(cache, mesh), key_mask=key_mask,
-        logits=logits[:, 0],
+        step=s.step + 1, rng=s.rng, cache=_place_cache(cache, mesh, DECODE_CACHE_AXES),
+        key_mask=key_mask, logits=logits,
         positions=s.positions + 1, done=s.done | ended, stop_state=stop_state,
         lengths=s.lengths + (~s.done).astype(jnp.int32),
         tokens=s.tokens.at[:, s.step].set(token),
@@ -178,18 +205,32 @@ def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, wei
   def cond(s: _LoopState):
     return (s.step < r) & ~jnp.all(s.done)
 
-  empty_row = ~jnp.any(mask_BxP, axis=1)
   init = _LoopState(
-      step=jnp.zeros((), jnp.int32), rng=rng, cache=cache, key_mask=key_mask,
-      logits=logits[:, -1], positions=positions[:, -1] + 1, done=empty_row,
+      step=jnp.zeros((), jnp.int32), rng=state.rng, cache=state.cache, key_mask=state.key_mask,
+      logits=state.logits, positions=state.positions, done=state.empty,
       stop_state=jnp.zeros((b,), jnp.int32), lengths=jnp.zeros((b,), jnp.int32),
       tokens=jnp.full((b, r), pad_id, jnp.int32), logprobs=jnp.zeros((b, r), jnp.float32))
   final = jax.lax.while_loop(cond, body, init)
-  return final.tokens, final.logprobs, final.lengths, final.done & ~empty_row
+  return final.tokens, final.logprobs, final.lengths, final.done & ~state.empty
+
+
+@functools.partial(jax.jit, static_argnames=("config", "params", "pad_id", "mesh"))
+def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, weights,
+                    tokens_BxP: Int[Array, "B P"], mask_BxP: Bool[Array, "B P"],
+                    rng: Array, stop_table: Int[Array, "Q V"], mesh: Mesh | None = None):
+  """Prefill + decode on a padded batch in one compiled call (AOT compiles, sharded tests); rows
+  with an all-False mask are finished at once. The `Sampler` runs the two as separate calls,
+  so that a rollout can time each.
+
+  `mesh`: place the KV cache by the sharding rules on it (weights and prompts bring their own
+  shardings); None leaves placement to the compiler (one device).
+  """
+  state = prefill(config, params, weights, tokens_BxP, mask_BxP, rng, mesh)
+  return decode(config, params, pad_id, weights, state, stop_table, mesh)
 
 
 class Sampler:
-  """Host-side front end: buckets and pads prompts, runs `generate_padded`, returns numpy.
+  """Host-side front end: buckets and pads prompts, runs `prefill` then `decode`, returns numpy.
 
   Token ids of the prompts are lists of ints (no padding); rows keep their order.
   """
@@ -219,34 +260,62 @@ class Sampler:
     return tokens, mask, sum(len(p) > width for p in prompts)
 
   def generate(self, weights: Any, prompts: Sequence[Sequence[int]], rng: Array) -> SampleOutput:
+    clock = _Clock()
     tokens, mask, truncated = self.pad(prompts)
+    clock.lap("pad_s")
     mesh = self.mesh if self.mesh is not None and self.mesh.size > 1 else None
-    if mesh is None:
-      out = jax.device_get(generate_padded(self.config, self.params, self.pad_id, weights,
-                                           jnp.asarray(tokens), jnp.asarray(mask), rng,
-                                           self.stop_table))
-    else:
-      out = _generate_on_mesh(self, weights, tokens, mask, rng, mesh)
-    out_tokens, logprobs, lengths, stopped = (np.asarray(x)[:len(prompts)] for x in out)
-    return SampleOutput(out_tokens, logprobs, lengths, stopped, truncated)
+    tokens_d, mask_d = _to_device(self, tokens, mask, mesh)
+    clock.lap("to_device_s", (tokens_d, mask_d))
+    state = prefill(self.config, self.params, weights, tokens_d, mask_d, rng, mesh)
+    clock.lap("prefill_s", state)
+    out = decode(self.config, self.params, self.pad_id, weights, state, self.stop_table, mesh)
+    clock.lap("decode_s", out)
+    out = sharding.to_local(out, mesh) if mesh is not None else out  # this process's rows
+    out_tokens, logprobs, lengths, stopped = (np.asarray(x)[:len(prompts)] for x in
+                                              jax.device_get(out))
+    clock.lap("to_host_s")
+    stats = {**clock.seconds, **slot_counts(mask, lengths)}
+    return SampleOutput(out_tokens, logprobs, lengths, stopped, truncated, stats)
 
 
-def _generate_on_mesh(sampler: Sampler, weights, tokens: np.ndarray, mask: np.ndarray, rng,
-                      mesh: Mesh) -> tuple[np.ndarray, ...]:
-  """`generate_padded` with the prompt rows over (data, fsdp) and the KV cache placed by the rules.
+class _Clock:
+  """Laps of `generate`: each waits for the device arrays it names, so they time the device."""
+
+  def __init__(self):
+    self.seconds, self._t = {}, time.perf_counter()
+
+  def lap(self, name: str, wait=None):
+    if wait is not None:
+      jax.block_until_ready(wait)
+    now = time.perf_counter()
+    self.seconds[name], self._t = now - self._t, now
+
+
+def slot_counts(mask_BxP: np.ndarray, lengths: np.ndarray) -> dict[str, int]:
+  """Where a call's prompt and decode slots went: real tokens, padding rows of the batch bucket,
+  and (decode) slots of rows that had already stopped while others still decoded."""
+  rows, width = mask_BxP.shape
+  steps = int(lengths.max(initial=0))  # the loop runs until its longest row ends
+  return {"prompt_slots": rows * width, "prompt_tokens": int(mask_BxP.sum()),
+          "decode_steps": steps, "decode_slots": rows * steps,
+          "decode_tokens": int(lengths.sum()),
+          "decode_padding_row_slots": (rows - len(lengths)) * steps,
+          "decode_after_stop_slots": int((steps - lengths).sum())}
+
+
+def _to_device(sampler: Sampler, tokens: np.ndarray, mask: np.ndarray, mesh: Mesh | None):
+  """The padded prompts on the device(s): one device, or rows over (data, fsdp) of the mesh.
 
   With several processes each brings its own prompts: they agree on the widest padded shape,
-  re-pad, decode as one global batch, and each gets its own rows back.
+  re-pad, and decode as one global batch; each gets its own rows back (`generate`).
   """
+  if mesh is None:
+    return jax.device_put(tokens), jax.device_put(mask)
   if jax.process_count() == 1:  # rows split where (data, fsdp) divides the bucket, else copied
     placed = NamedSharding(mesh, sharding.logical_to_spec(("batch", None), tokens.shape, mesh))
-    tokens, mask = jax.device_put(tokens, placed), jax.device_put(mask, placed)
-  else:
-    b, p = sharding.widest(tokens.shape)
-    grow = ((0, b - tokens.shape[0]), (p - tokens.shape[1], 0))
-    tokens = np.pad(tokens, grow, constant_values=sampler.pad_id)
-    mask = np.pad(mask, grow, constant_values=False)
-    tokens, mask = sharding.to_global((tokens, mask), mesh)
-  out = sharding.to_local(generate_padded(sampler.config, sampler.params, sampler.pad_id, weights,
-                                          tokens, mask, rng, sampler.stop_table, mesh), mesh)
-  return tuple(np.asarray(x) for x in out)
+    return jax.device_put(tokens, placed), jax.device_put(mask, placed)
+  b, p = sharding.widest(tokens.shape)
+  grow = ((0, b - tokens.shape[0]), (p - tokens.shape[1], 0))
+  tokens = np.pad(tokens, grow, constant_values=sampler.pad_id)
+  mask = np.pad(mask, grow, constant_values=False)
+  return sharding.to_global((tokens, mask), mesh)

@@ -1,5 +1,7 @@
 """Model internals: causality, remat equivalence, the KV-cache path equals full recompute."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,3 +80,40 @@ def test_cached_forward_equals_full_recompute(tiny):
                                         positions[:, :prompt_len], key_mask, prefix, 0)
   for name in ("k", "v"):
     np.testing.assert_array_equal(last_cache[name], prefix[name])
+
+
+DECODE_CONFIGS = {
+    "qwen3_tiny": models.get_preset("qwen3_tiny"),
+    "qwen2_tiny": models.get_preset("qwen2_tiny"),  # q/k/v biases, untied lm_head
+    "qwen3_bias_gqa3_untied": models.get_preset(  # o_proj bias too, 3 query heads per KV head
+        "qwen3_tiny", num_heads=6, num_kv_heads=2, head_dim=16, qkv_bias=True,
+        tie_embeddings=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECODE_CONFIGS))
+def test_decode_step_equals_full_recompute(name):
+  """The sampler's one-token path (`qwen.decode_*`, fused and unrolled) against the scanned
+  module recomputing the whole left-padded sequence."""
+  from stepopsd_jax.models import qwen  # pylint: disable=g-import-not-at-top
+  config = DECODE_CONFIGS[name]
+  params = models.init_params(config, jax.random.key(1))
+  params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(2), x.shape),
+                        params)  # non-zero biases, non-unit norms
+  rng = np.random.RandomState(3)
+  tokens = jnp.asarray(rng.randint(0, config.vocab_size, (2, 9)), jnp.int32)
+  mask = jnp.asarray(np.arange(9)[None] >= np.array([[0], [2]]))  # row 1 has 2 pad slots
+  full = models.logits(config, params, tokens, mask)
+  prompt_len, length = 5, 11
+  positions = models.default_positions(mask)
+  _, prefill = models.forward_with_cache(config, params, tokens[:, :prompt_len],
+                                         positions[:, :prompt_len], mask[:, :prompt_len],
+                                         models.init_cache(config, 2, prompt_len), 0)
+  cache = qwen.decode_cache(config, prefill, length)
+  weights = qwen.decode_weights(config, params)
+  step = jax.jit(functools.partial(qwen.decode_step, config))
+  key_mask = jnp.zeros((2, length), bool).at[:, :prompt_len].set(mask[:, :prompt_len])
+  for t in range(prompt_len, 9):
+    key_mask = key_mask.at[:, t].set(True)
+    out, cache = step(weights, tokens[:, t], positions[:, t], key_mask, cache, t)
+    np.testing.assert_allclose(out, full[:, t], atol=2e-5, rtol=1e-5)

@@ -95,12 +95,13 @@ def test_one_compile_per_bucket_pair(tiny):
   config, weights = tiny
   s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=3, temperature=1.0),
                        pad_id=0, buckets=BUCKETS)
-  before = sampling.TRACE_COUNT["generate"]
+  before = dict(sampling.TRACE_COUNT)
+  traced = lambda: {k: sampling.TRACE_COUNT[k] - before[k] for k in ("prefill", "generate")}
   for turn, n in enumerate([1, 2, 3, 5, 7, 8]):  # all in prompt bucket 8, batch bucket 2
     s.generate(weights, [list(range(1, n + 1)), [4] * (9 - n)], jax.random.key(turn))
-  assert sampling.TRACE_COUNT["generate"] - before == 1
+  assert traced() == {"prefill": 1, "generate": 1}
   s.generate(weights, [[1] * 12, [2]], jax.random.key(9))  # prompt bucket 16
-  assert sampling.TRACE_COUNT["generate"] - before == 2
+  assert traced() == {"prefill": 2, "generate": 2}
 
 
 def test_overlong_prompt_is_cut_from_the_left_and_counted(tiny):
