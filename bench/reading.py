@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from stepopsd_jax.pretrain import fallback  # noqa: E402
 from stepopsd_jax.rollout import collect, hindsight  # noqa: E402
 from stepopsd_jax.run import config as config_lib  # noqa: E402
 from stepopsd_jax.run import setup as setup_lib  # noqa: E402
@@ -129,6 +130,10 @@ def main(argv=None) -> int:
   args, overrides = p.parse_known_args(argv)
   start = time.perf_counter()
   config = config_lib.parse_flags(overrides, workdir_required=False).config
+  rows_needed = args.tasks * config.rollout.group_size * config.env.kwargs.get("horizon", 3)
+  with config.unlocked():  # one batch of rollouts, larger than a train step's
+    config.rollout.batch_buckets = tuple(sorted({*config.rollout.batch_buckets,
+                                                 1 << max(rows_needed - 1, 1).bit_length()}))
   setup, params = setup_lib.build(config, jax.random.key(config.seed))
   params = trainer.warm_up(setup, params)
   tasks = setup.train_tasks[:args.tasks]
@@ -147,6 +152,8 @@ def main(argv=None) -> int:
         success=result.metrics["success"], rows_with_block=int(result.batch.has_hindsight.sum()),
         by_step=summarise(rows, config.env.kwargs.get("horizon", 3)),
         weights=weight_stats(result.batch, credit))
+  if config.env.name == fallback.transfer.ENV:
+    report["follow"] = fallback.checks(setup.model_config, params, setup.tokenizer)
   report["seconds"] = time.perf_counter() - start
   print(table(report))
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -171,6 +178,13 @@ def table(report: dict) -> str:
     lines.append(f"{name}: sampled success {t['success']:.2f}, {t['rows_with_block']} rows with "
                  f"a block; weights on control tokens mean {w['weight_mean']} std "
                  f"{w['weight_std']} [{w['weight_min']}, {w['weight_max']}]")
+  if "follow" in report:
+    f = report["follow"]
+    lines.append(f"without a block the top door at the deciding step is the treasure's "
+                 f"{f['no_block_clue_door_rate']:.2f} of the time (95% CI {f['ci95'][0]:.2f}-"
+                 f"{f['ci95'][1]:.2f}, chance {f['chance']:.2f}, n {f['n']}); with a block it is "
+                 f"the block's door {f['follow_exact']:.2f} (clue), "
+                 f"{f['follow_exact_no_clue']:.2f} (no clue)")
   return "\n".join(lines)
 
 

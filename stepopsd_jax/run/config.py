@@ -11,6 +11,8 @@ the key and the fix. Everything is validated before anything compiles.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +21,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from stepopsd_jax import envs, sampling, sharding
+from stepopsd_jax import envs, sampling, sharding, text
 from stepopsd_jax.rollout import RolloutConfig
 from stepopsd_jax.rollout.prompts import PromptConfig
 from stepopsd_jax.train.config import ConfigError, StepConfig
@@ -87,7 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
       num_steps=60, eval_every=20, checkpoint_every=20, keep_checkpoints=2, resume=True,
       max_consecutive_skips=5,  # stop after this many non-finite updates in a row
       # format warm-up: behaviour cloning of the env's random policy before RL
-      sft_steps=0, sft_lr=3e-3, sft_batch_size=32, sft_weight_decay=1e-4))
+      sft_steps=0, sft_lr=3e-3, sft_batch_size=32, sft_weight_decay=1e-4,
+      # the reading warm-up: this fraction of the episodes carries a hindsight block listing
+      # their own (random) actions, to be followed (run/warmup.reading_examples)
+      sft_hint_fraction=0.0,
+      sft_prompt_loss=False))  # add the next-token loss on the prompts' own tokens
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
 
@@ -191,6 +197,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
                     f"{dp * step.micro_batches}.")
   _require(t.sft_steps == 0 or t.sft_batch_size % dp == 0,
            f"train.sft_batch_size={t.sft_batch_size} is not divisible by data x fsdp ({dp}).")
+  _require(0.0 <= t.sft_hint_fraction <= 1.0,
+           f"train.sft_hint_fraction={t.sft_hint_fraction} must be in [0, 1].")
+  check_model_files(config.model.path, config.tokenizer.path)
   _require(t.num_steps >= 0 and t.sft_steps >= 0,
            "train.num_steps and train.sft_steps must be >= 0.")
   _require(t.eval_every >= 1 and t.checkpoint_every >= 1 and t.max_consecutive_skips >= 1,
@@ -224,3 +233,34 @@ def prompt_config(config) -> PromptConfig:
   """The rollout's prompt settings; the format instruction is the env protocol's."""
   return PromptConfig(history_window=config.rollout.history_window,
                       system_prompt=config.rollout.system_prompt or None)
+
+
+_REBUILD = ("rebuild it (`python -m stepopsd_jax.tools.make_base --out DIR`) or point the key at a "
+            "Hugging Face checkpoint dir")
+
+
+def check_model_files(model_path: str, tokenizer_path: str) -> None:
+  """A local `model.path` dir holds config.json and safetensors, a local `tokenizer.path` a
+  tokenizer, and the tokenizer's ids fit the model's vocabulary; else one line naming the file
+  (hub ids are left to the download)."""
+  local = lambda p: bool(p) and (os.path.isdir(p) or p.startswith(("/", ".", "~")))
+  if local(model_path):
+    _require(os.path.isdir(model_path), f"model.path={model_path}: no such directory; {_REBUILD}.")
+    _require(os.path.isfile(os.path.join(model_path, "config.json")),
+             f"model.path={model_path}: config.json is missing; {_REBUILD}.")
+    _require(any(f.endswith(".safetensors") for f in os.listdir(model_path)),
+             f"model.path={model_path}: no *.safetensors weights; {_REBUILD}.")
+  if not local(tokenizer_path):
+    return
+  _require(os.path.exists(tokenizer_path), f"tokenizer.path={tokenizer_path}: does not exist.")
+  if os.path.isdir(tokenizer_path):
+    _require(os.path.isfile(os.path.join(tokenizer_path, "tokenizer.json")),
+             f"tokenizer.path={tokenizer_path}: tokenizer.json is missing; {_REBUILD}.")
+  if local(model_path):
+    with open(os.path.join(model_path, "config.json")) as f:
+      model_vocab = json.load(f).get("vocab_size", 0)
+    tokenizer_vocab = text.load_tokenizer(tokenizer_path).vocab_size
+    _require(tokenizer_vocab <= model_vocab,
+             f"tokenizer.path={tokenizer_path}: {tokenizer_vocab} ids do not fit model.path="
+             f"{model_path}'s vocab_size {model_vocab} (config.json): the tokenizer belongs to "
+             "another model; use the tokenizer saved with the checkpoint.")

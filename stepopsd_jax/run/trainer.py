@@ -56,13 +56,13 @@ def evaluate(setup: Setup, params, rng) -> dict[str, float]:
 
 
 def warm_up(setup: Setup, params, writer=None) -> object:
-  """The format warm-up of `train.sft_steps` steps (none: `params` unchanged)."""
+  """The format (and reading) warm-up of `train.sft_steps` steps (none: `params` unchanged)."""
   t = setup.config.train
   if t.sft_steps == 0:
     return params
-  examples = warmup.random_policy_examples(setup.config.env.name, setup.train_tasks,
-                                           setup.tokenizer, prompt_config(setup.config),
-                                           seed=setup.config.seed)
+  examples = warmup.reading_examples(setup.config.env.name, setup.train_tasks, setup.tokenizer,
+                                     prompt_config(setup.config), seed=setup.config.seed,
+                                     hint_fraction=t.sft_hint_fraction)
   bar = tqdm.tqdm(total=t.sft_steps, desc="format warm-up", leave=False)
 
   def on_step(i, loss):
@@ -75,7 +75,8 @@ def warm_up(setup: Setup, params, writer=None) -> object:
                                 response_len=setup.config.rollout.max_new_tokens,
                                 pad_id=setup.tokenizer.pad_token_id,
                                 buckets=setup.sampler.buckets, seed=setup.config.seed,
-                                mesh=setup.mesh, weight_decay=t.sft_weight_decay, on_step=on_step)
+                                mesh=setup.mesh, weight_decay=t.sft_weight_decay,
+                                prompt_loss=t.sft_prompt_loss, on_step=on_step)
   bar.close()
   log.info("format warm-up: %d steps, final loss %.3f", t.sft_steps, loss)
   return params

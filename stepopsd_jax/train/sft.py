@@ -3,6 +3,9 @@
 `sft_step(params, opt_state, batch) -> (params, opt_state, loss)`: token-mean NLL of the
 response tokens given their left-padded prompts, through the same forward as the train step,
 with the parameters and optimizer moments placed by the same sharding rules as the TrainState.
+With `prompt_loss` the token-mean NLL of the prompts' own next tokens is added: the language-model
+loss on every position, which is what makes a small model from scratch learn to find and copy
+items of its context (a response-only loss alone did not, in this project's probes).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from stepopsd_jax import models, sharding
-from stepopsd_jax.algorithms import masked
+from stepopsd_jax.algorithms import losses, masked
 from stepopsd_jax.models import QwenConfig
 from stepopsd_jax.train.forward import response_logprobs
 from stepopsd_jax.train.state import opt_shardings
@@ -30,12 +33,22 @@ class Demonstrations(NamedTuple):
 
 
 def sft_step(params, opt_state, batch: Demonstrations, *, config: QwenConfig,
-             tx: optax.GradientTransformation):
-  """One step of token-mean NLL on the response tokens."""
+             tx: optax.GradientTransformation, prompt_loss: bool = False):
+  """One step of token-mean NLL on the response tokens (+ on the prompt tokens)."""
   def loss_fn(p):
-    logp, _ = response_logprobs(config, p, batch.prompt, batch.prompt_mask, batch.response,
-                                batch.response_mask, 1.0)
-    return -masked.mean(logp, batch.response_mask)
+    if not prompt_loss:
+      logp, _ = response_logprobs(config, p, batch.prompt, batch.prompt_mask, batch.response,
+                                  batch.response_mask, 1.0)
+      return -masked.mean(logp, batch.response_mask)
+    tokens = jnp.concatenate([batch.prompt, batch.response], axis=1)
+    mask = jnp.concatenate([batch.prompt_mask, batch.response_mask], axis=1)
+    h = models.hidden_states(config, p, tokens, mask, models.default_positions(mask))
+    logp, _ = losses.token_logprobs_and_entropy(models.project(config, p, h[:, :-1]),
+                                                tokens[:, 1:])
+    pairs = mask[:, :-1] & mask[:, 1:]  # a token and the next one both real
+    in_response = (jnp.arange(tokens.shape[1] - 1) >= batch.prompt.shape[1] - 1)[None, :]
+    return (-masked.mean(logp, pairs & in_response)
+            - masked.mean(logp, pairs & ~in_response))
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
   updates, opt_state = tx.update(grads, opt_state, params)
@@ -43,14 +56,14 @@ def sft_step(params, opt_state, batch: Demonstrations, *, config: QwenConfig,
 
 
 @functools.lru_cache(maxsize=8)
-def jit_sft_step(config: QwenConfig, tx, mesh):
+def jit_sft_step(config: QwenConfig, tx, mesh, prompt_loss: bool = False):
   """`sft_step` jitted over `mesh`: parameters by the logical rules, moments like them, rows of
   the batch over (data, fsdp); parameters and optimizer state donated."""
   params = sharding.tree_shardings(models.param_logical_axes(config), models.param_shapes(config),
                                    mesh)
   opt = opt_shardings(tx, models.param_shapes(config), params, mesh)
   rows = Demonstrations(*(sharding.batch_sharding(mesh, 2) for _ in range(4)))
-  fn = functools.partial(sft_step, config=config, tx=tx)
+  fn = functools.partial(sft_step, config=config, tx=tx, prompt_loss=prompt_loss)
   return jax.jit(fn, in_shardings=(params, opt, rows),
                  out_shardings=(params, opt, sharding.replicated(mesh)), donate_argnums=(0, 1))
 

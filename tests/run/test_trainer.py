@@ -11,7 +11,8 @@ from stepopsd_jax.run import config as config_lib
 from stepopsd_jax.run import setup as setup_lib
 from stepopsd_jax.run import trainer
 
-TINY = {
+TINY = {  # the random tiny preset and the format warm-up only (not the shipped base model)
+    "model.path": "", "tokenizer.path": "", "train.sft_hint_fraction": "0.0",
     "env.kwargs.horizon": "2", "env.kwargs.num_choices": "2", "env.kwargs.critical_step": "1",
     "env.num_train_tasks": "16", "env.num_eval_tasks": "4", "rollout.batch_size": "8",
     "rollout.group_size": "4", "rollout.max_new_tokens": "8", "train.sft_steps": "2",

@@ -16,7 +16,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY, KILL_AFTER = 6, 3, 3  # steps, checkpoint interval, kill after this checkpoint
-TINY = {
+TINY = {  # the random tiny preset and the format warm-up only (not the shipped base model)
+    "model.path": "", "tokenizer.path": "", "train.sft_hint_fraction": "0.0",
     "env.kwargs.horizon": "2", "env.kwargs.num_choices": "2", "env.kwargs.critical_step": "1",
     "env.num_train_tasks": "16", "env.num_eval_tasks": "4", "rollout.batch_size": "8",
     "rollout.group_size": "4", "rollout.max_new_tokens": "8", "train.sft_steps": "2",
