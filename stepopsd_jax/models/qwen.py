@@ -217,7 +217,7 @@ class Qwen(nn.Module):
 
 # One token per row: the sampler's decode loop. The same parameters and, for T = 1, the same
 # math as the modules above (tests/models/test_qwen.py checks it against `Qwen`), laid out for a
-# loop body that runs once per generated token. Profiled on CPU (bench/sampler.py --profile),
+# loop body that runs once per generated token. In a CPU profile of the decode body,
 # the scanned module spent ~25% of a batch-32 step copying: the layer scan sliced every layer's
 # weights and the stacked cache out of their [L, ...] arrays each step, and attention's
 # one-query einsums became hundreds of tiny batched matmuls. Here each layer's weights are cut
