@@ -2,8 +2,10 @@
 
 A from-scratch policy cannot emit `<action>...</action>` at all, so RL would see only invalid
 actions. Cloning a *uniform-random* choice among the admissible actions teaches the format and
-nothing about which choice is right: what RL learns afterwards is the decision itself. The
-step itself is `train.sft` (jitted and sharded like the train step).
+nothing about which choice is right: what RL learns afterwards is the decision itself. With
+`train.sft_hint_fraction` > 0 it is also a reading warm-up (`reading_examples`): the policy
+learns to follow a hindsight block, still without learning any answer. The step itself is
+`train.sft` (jitted and sharded like the train step).
 """
 
 from __future__ import annotations

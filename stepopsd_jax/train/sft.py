@@ -4,8 +4,9 @@
 response tokens given their left-padded prompts, through the same forward as the train step,
 with the parameters and optimizer moments placed by the same sharding rules as the TrainState.
 With `prompt_loss` the token-mean NLL of the prompts' own next tokens is added: the language-model
-loss on every position, which is what makes a small model from scratch learn to find and copy
-items of its context (a response-only loss alone did not, in this project's probes).
+loss on every position. (It is what taught the base model to copy in its pretraining; added to
+the env-format warm-up of a random tiny model it did not make that model follow a hindsight
+block within 600 steps.)
 """
 
 from __future__ import annotations
