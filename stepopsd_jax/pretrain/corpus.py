@@ -32,7 +32,6 @@ from stepopsd_jax.pretrain import templates as T
 from stepopsd_jax.pretrain.vocab import Vocab
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Example:
   """One conversation: its messages, the think text, the answer and the candidates it is one of."""
