@@ -14,16 +14,11 @@ import subprocess
 import sys
 import time
 
+from tests.run import test_trainer as trainer_tests  # its TINY config: one definition
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY, KILL_AFTER = 6, 3, 3  # steps, checkpoint interval, kill after this checkpoint
-TINY = {  # the random tiny preset and the format warm-up only (not the shipped base model)
-    "model.path": "", "tokenizer.path": "", "train.sft_hint_fraction": "0.0",
-    "env.kwargs.horizon": "2", "env.kwargs.num_choices": "2", "env.kwargs.critical_step": "1",
-    "env.num_train_tasks": "16", "env.num_eval_tasks": "4", "rollout.batch_size": "8",
-    "rollout.group_size": "4", "rollout.max_new_tokens": "8", "train.sft_steps": "2",
-    "train.sft_batch_size": "8", "train.eval_every": "100", "tokenizer.train_vocab_size": "600",
-    "train.num_steps": str(STEPS), "train.checkpoint_every": str(EVERY),
-}
+TINY = {**trainer_tests.TINY, "train.num_steps": str(STEPS), "train.checkpoint_every": str(EVERY)}
 
 
 def _train(workdir, cache_dir) -> subprocess.Popen:
