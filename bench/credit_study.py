@@ -1,6 +1,6 @@
 """The credit-lab study: does StepOPSD assign credit better than GRPO, where, and by how much.
 
-    python bench/credit_study.py [--quick] [--only VARIANT:EST,EST ...] [--report]
+    python bench/credit_study.py [--quick] [--only VARIANT:EST,EST ...] [--seeds N ...] [--report]
         [--out bench/results/credit_study] [--cache DIR]
 
 One JSON per (variant, estimator, seed, knobs) run under `--out`; a run whose JSON exists is
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="1 seed, main and null, grpo vs stepopsd")
   p.add_argument("--only", nargs="*", default=(), help="VARIANT[:EST,EST] to run (default all)")
+  p.add_argument("--seeds", nargs="*", type=int, default=(),
+                 help="only these seeds (default all), e.g. to run seed 0 of every arm first")
   p.add_argument("--out", default="bench/results/credit_study")
   p.add_argument("--cache", default=os.path.join(
       os.environ.get("STEPOPSD_CACHE_DIR", os.path.expanduser("~/.cache/stepopsd")),
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
   os.makedirs(args.cache, exist_ok=True)
   if not args.report:
     for run in grid(args.quick):
-      if _selected(run, args.only):
+      if _selected(run, args.only) and (not args.seeds or run.seed in args.seeds):
         print(f"=== {run.name}", flush=True)
         run_one(run, args.out, args.cache)
   from bench import credit_report  # pylint: disable=g-import-not-at-top
