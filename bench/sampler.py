@@ -7,6 +7,14 @@ reported separately), then the median of `--repeats` timed calls, ours and HF al
 that noise from a shared machine hits both alike. Prints a markdown table and
 writes every raw timing to `--out` as JSON.
 
+Against the machine's limit: our call is timed in its parts (`SampleOutput.stats`: prefill,
+decode, transfers), and one decode step (decode seconds / new tokens) is set against the
+machine's matmul rate and copy bandwidth measured in the same run (`bench/limits.py`): the
+step's FLOPs (hand count, `tools.aot.decode_cost`, useful = attention over the filled prefix
+only) over the matmul rate, and its bytes (every weight once + the KV cache read) over the copy
+bandwidth. A decode step at batch 1 is bandwidth-bound (time / bandwidth time near 1 is the
+limit); at large batch it is compute-bound (% of the matmul rate).
+
 torch keeps its default thread count unless `--torch-threads` is given. On a small shared VM
 (2 vCPUs) HF `generate` with 2 OpenMP threads was intermittently 8-15x slower than with 1, even
 with JAX absent from the process; `--torch-threads 1` gives a stable HF baseline there.
@@ -22,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +40,10 @@ import numpy as np
 import torch
 import transformers
 
-from stepopsd_jax import models, sampling
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench.limits import copy_bytes_per_s, matmul_flops_per_s  # noqa: E402
+from stepopsd_jax import models, sampling  # noqa: E402
+from stepopsd_jax.tools import aot  # noqa: E402
 
 SIZES = {
     "tiny": {},  # the qwen3_tiny preset as is: vocab 512, hidden 64, 2 layers
@@ -49,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--size", choices=sorted(SIZES), default="small",
                  help="bench model: 'tiny' is the qwen3_tiny preset, 'small' 4 layers x 256")
-  p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes")
+  p.add_argument("--batch-sizes", default="1,8,32,64", help="comma-separated batch sizes")
   p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row (no padding)")
   p.add_argument("--new-tokens", type=int, default=64, help="generated tokens per row")
   p.add_argument("--repeats", type=int, default=3, help="timed calls per side (median is used)")
@@ -104,8 +116,9 @@ class CompileTimer:
     return self.seconds, wall, out
 
 
-def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int):
-  """A closure running our sampler (greedy, no stops) on exactly-bucketed prompts."""
+def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int, stats: list):
+  """A closure running our sampler (greedy, no stops) on exactly-bucketed prompts; each call's
+  time split (`SampleOutput.stats`) is appended to `stats`."""
   params = sampling.SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
   buckets = sampling.Buckets(batch=(prompts.shape[0],), prompt=(prompts.shape[1],))
   sampler = sampling.Sampler(config, params, pad_id=PAD_ID, buckets=buckets)
@@ -114,6 +127,7 @@ def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int):
   def run() -> np.ndarray:
     out = sampler.generate(weights, rows, rng)  # numpy: already on the host
     assert (out.lengths == new_tokens).all(), out.lengths
+    stats.append(out.stats)
     return out.tokens
   return run
 
@@ -159,14 +173,27 @@ def agreement(ours: np.ndarray, hf: np.ndarray) -> dict:
           "rows": int(same.shape[0]), "first_mismatch": first}
 
 
-def bench_batch(batch: int, args, config, weights, hf_model, compile_timer) -> dict:
+def limit_ratios(config, batch: int, args, stats: list[dict], limits: dict) -> dict:
+  """Our decode step against the machine: % of the matmul rate, x of the bandwidth time."""
+  parts = {k: statistics.median(s[k] for s in stats) for k in stats[0] if k.endswith("_s")}
+  step_s = parts["decode_s"] / args.new_tokens
+  cost = aot.decode_cost(config, batch, args.prompt_len, args.new_tokens)
+  return {"parts_s": parts, "decode_step_s": step_s, **cost,
+          "matmul_fraction": cost["flops_useful"] / step_s / limits["matmul_flops_per_s"],
+          "bandwidth_time_s": cost["bytes_useful"] / limits["copy_bytes_per_s"],
+          "over_bandwidth_time": step_s / (cost["bytes_useful"] / limits["copy_bytes_per_s"])}
+
+
+def bench_batch(batch: int, args, config, weights, hf_model, compile_timer, limits) -> dict:
   """Warm-up and timed runs of both sides at one batch size."""
   rs = np.random.RandomState(args.seed + batch)
   prompts = rs.randint(1, config.vocab_size, (batch, args.prompt_len)).astype(np.int32)
-  ours = ours_fn(config, weights, prompts, args.new_tokens, args.seed)
+  stats = []
+  ours = ours_fn(config, weights, prompts, args.new_tokens, args.seed, stats)
   hf = hf_fn(hf_model, prompts, args.new_tokens)
   compile_s, ours_first_s, ours_tokens = compile_timer.measure(ours)
   hf_first_s, hf_tokens = timed(hf)
+  del stats[:]  # the warm-up call's split includes its compile
   ours_s, hf_s = interleaved([ours, hf], args.repeats)
   generated = batch * args.new_tokens
   ours_sum, hf_sum = summary(ours_s, generated), summary(hf_s, generated)
@@ -176,18 +203,24 @@ def bench_batch(batch: int, args, config, weights, hf_model, compile_timer) -> d
       "hf": {"first_call_s": hf_first_s, **hf_sum},
       "ratio_ours_over_hf": hf_sum["median_s"] / ours_sum["median_s"],
       "greedy_agreement": agreement(ours_tokens, hf_tokens),
+      "limits": limit_ratios(config, batch, args, stats, limits),
   }
 
 
-def table(rows: list[dict]) -> str:
-  lines = ["| batch | ours tok/s | HF tok/s | ratio ours/HF | greedy agreement | our compile s |",
-           "|---:|---:|---:|---:|---:|---:|"]
+def table(rows: list[dict], limits: dict) -> str:
+  lines = [f"| batch | ours tok/s | HF tok/s | ratio ours/HF | greedy agreement | "
+           f"prefill / decode s | decode step ms | % of matmul "
+           f"({limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s) | x bandwidth time "
+           f"({limits['copy_bytes_per_s'] / 1e9:.1f} GB/s) | our compile s |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
-    a = r["greedy_agreement"]
+    a, lim = r["greedy_agreement"], r["limits"]
     lines.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
                  f"{r['hf']['tokens_per_s']:,.0f} | {r['ratio_ours_over_hf']:.2f}x | "
                  f"{a['token_fraction']:.1%} ({a['rows_identical']}/{a['rows']} rows) | "
-                 f"{r['ours']['compile_s']:.2f} |")
+                 f"{lim['parts_s']['prefill_s']:.3f} / {lim['parts_s']['decode_s']:.3f} | "
+                 f"{1e3 * lim['decode_step_s']:.2f} | {100 * lim['matmul_fraction']:.0f}% | "
+                 f"{lim['over_bandwidth_time']:.2f}x | {r['ours']['compile_s']:.2f} |")
   return "\n".join(lines)
 
 
@@ -213,17 +246,19 @@ def main(argv: list[str] | None = None) -> dict:
         f"({env['jax_backend']}), torch {env['torch']} ({env['torch_num_threads']} threads), "
         f"transformers {env['transformers']}, {env['cpus_usable']} CPUs", flush=True)
   compile_timer = CompileTimer()
+  limits = {"matmul_flops_per_s": matmul_flops_per_s(), "copy_bytes_per_s": copy_bytes_per_s()}
   rows = []
   with tempfile.TemporaryDirectory() as directory:
     hf_model = load_hf_model(config, weights, directory)
     for batch in args.batch_sizes:
-      rows.append(bench_batch(batch, args, config, weights, hf_model, compile_timer))
+      rows.append(bench_batch(batch, args, config, weights, hf_model, compile_timer, limits))
       ours, hf = rows[-1]["ours"], rows[-1]["hf"]
       print(f"  batch {batch}: ours {ours['median_s']:.3f}s (max/min {ours['spread']:.2f}), "
             f"HF {hf['median_s']:.3f}s (max/min {hf['spread']:.2f})", flush=True)
-  print(table(rows))
+  print(table(rows, limits))
   result = {"args": {k: v for k, v in vars(args).items()}, "config": dataclasses.asdict(config),
-            "num_params": models.count_params(config), "environment": env, "results": rows}
+            "num_params": models.count_params(config), "environment": env, "limits": limits,
+            "results": rows}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)

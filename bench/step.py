@@ -1,6 +1,11 @@
 """Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
 
-    python bench/step.py [--size small|medium|large] [--rows 32] [--prompt 256] [--response 64]
+    python bench/step.py [--size main|small|medium|large] [--rows 32] [--prompt 256]
+        [--teacher 288] [--response 64]
+
+`--size main` is the main job's step: the shipped base model (4 x 128, vocab 2048) and the
+buckets its batches land in (96 step rows -> 128; student prompts <= 128, teacher prompts
+<= 192, 24 new tokens), unless --rows/--prompt/--teacher/--response say otherwise.
 
 Prints a table and writes JSON (default bench/results/step.json): step time of each estimator
 (median of --repeats after a compile), their ratio, the step's executed FLOPs counted by hand
@@ -20,11 +25,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from stepopsd_jax import models, sharding, train  # noqa: E402
+from stepopsd_jax import models, pretrain, sharding, train  # noqa: E402
+from stepopsd_jax.models import hf_io  # noqa: E402
 from stepopsd_jax.tools import aot, memory  # noqa: E402
+from bench.limits import matmul_flops_per_s  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
 
 SIZES = {
@@ -37,16 +43,14 @@ SIZES = {
 }
 
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times)
+MAIN_SHAPES = dict(rows=128, prompt=128, teacher=192, response=24)
+DEFAULT_SHAPES = dict(rows=32, prompt=256, teacher=None, response=64)  # teacher: prompt + 32
+
+
+def bench_model(size: str) -> models.QwenConfig:
+  if size == "main":
+    return models.from_hf_config(hf_io.read_hf_config(pretrain.base_model_dir()))
+  return models.get_preset("qwen3_tiny", **SIZES[size])
 
 
 def time_step(config, estimator: str, batch, repeats: int) -> dict:
@@ -80,17 +84,22 @@ def time_step(config, estimator: str, batch, repeats: int) -> dict:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--size", choices=sorted(SIZES), default="small")
-  parser.add_argument("--rows", type=int, default=32)
-  parser.add_argument("--prompt", type=int, default=256)
-  parser.add_argument("--response", type=int, default=64)
+  parser.add_argument("--size", choices=sorted(SIZES) + ["main"], default="small")
+  parser.add_argument("--rows", type=int)
+  parser.add_argument("--prompt", type=int)
+  parser.add_argument("--teacher", type=int, help="teacher prompt length")
+  parser.add_argument("--response", type=int)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                     "step.json"))
   args = parser.parse_args(argv)
-  config = models.get_preset("qwen3_tiny", **SIZES[args.size])
+  for k, v in (MAIN_SHAPES if args.size == "main" else DEFAULT_SHAPES).items():
+    if getattr(args, k) is None:
+      setattr(args, k, v)
+  args.teacher = args.teacher or args.prompt + 32
+  config = bench_model(args.size)
   batch = random_step_batch(config.vocab_size, rows=args.rows, prompt=args.prompt,
-                            teacher=args.prompt + 32, response=args.response)
+                            teacher=args.teacher, response=args.response)
   peak = matmul_flops_per_s()
   results = [time_step(config, e, batch, args.repeats) for e in ("grpo", "stepopsd")]
   grpo, opsd = results
@@ -106,7 +115,7 @@ def main(argv=None):
   print(f"\nStepOPSD / GRPO step time: {ratio:.2f}x (goal <= 1.35x)")
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"config": SIZES[args.size], "args": vars(args), "matmul_flops_per_s": peak,
+    json.dump({"config": SIZES.get(args.size, "base model"), "args": vars(args), "matmul_flops_per_s": peak,
                "stepopsd_over_grpo": ratio, "results": results,
                "versions": {"jax": jax.__version__, "python": platform.python_version()},
                "cpu_count": os.cpu_count(), "device": str(jax.devices()[0])}, f, indent=1)

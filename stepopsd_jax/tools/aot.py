@@ -160,6 +160,34 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes) -> tuple[float,
   return float(shapes.rows * executed), float(shapes.rows * useful)
 
 
+def decode_cost(c: models.QwenConfig, batch: int, prompt_len: int, new_tokens: int,
+                attended: int | None = None) -> dict[str, float]:
+  """FLOPs and bytes of one decode step (one new token for each of `batch` rows), by hand,
+  averaged over the `new_tokens` steps of a call.
+
+  FLOPs per row: 2 x the layer weights + 2 D V (the logits) + 4 N H L S for attention over S
+  cached slots. Bytes: every weight read once per step (the embedding only for the rows' tokens)
+  plus the K and V cache read over S slots. `useful` takes S = the filled prefix (prompt +
+  tokens so far, on average P + (R + 1) / 2); `executed` takes S = `attended` (default P + R,
+  the whole cache, which is what a loop attending over every slot does).
+  """
+  width = jnp.dtype(c.jnp_dtype).itemsize
+  embed = c.vocab_size * c.hidden_size
+  body = models.count_params(c) - embed * (1 if c.tie_embeddings else 2)
+  filled = prompt_len + (new_tokens + 1) / 2
+  attended = prompt_len + new_tokens if attended is None else attended
+
+  def cost(s: float) -> tuple[float, float]:
+    flops = batch * (2 * body + 2 * c.hidden_size * c.vocab_size
+                     + 4 * c.num_heads * c.head_dim * c.num_layers * s)
+    kv = batch * c.num_layers * 2 * c.num_kv_heads * c.head_dim * s * width
+    weights = (body + embed) * width + batch * c.hidden_size * width  # head + gathered rows
+    return float(flops), float(weights + kv)
+  (executed, executed_bytes), (useful, useful_bytes) = cost(attended), cost(filled)
+  return {"flops_executed": executed, "flops_useful": useful, "bytes_executed": executed_bytes,
+          "bytes_useful": useful_bytes}
+
+
 def _cost(compiled) -> dict:
   cost = compiled.cost_analysis()
   return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}

@@ -46,3 +46,30 @@ def test_a_compile_time_oom_is_a_verdict_not_a_crash():
         "RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran out of memory on HBM\nmore")
   assert aot.compile_or_oom(oom) == (None, "RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran "
                                            "out of memory on HBM")
+
+
+def test_decode_cost_matches_xla_count_of_the_unrolled_decode_step():
+  """The decode step's layers are a Python loop (not a scan), so XLA's own FLOP count of the
+  compiled step is complete: an independent reference for the hand count."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from stepopsd_jax.models import qwen  # pylint: disable=g-import-not-at-top
+  c = models.get_preset("qwen3_tiny", vocab_size=1024, hidden_size=128, intermediate_size=384,
+                        num_layers=3, num_heads=4, num_kv_heads=2, head_dim=32)
+  b, p, r = 4, 48, 16
+  weights = qwen.decode_weights(c, models.init_params(c, jax.random.key(0)))
+  cache = qwen.decode_cache(c, models.init_cache(c, b, p), p + r)
+  step = jax.jit(lambda *a: qwen.decode_step(c, *a))
+  compiled = step.lower(weights, jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32),
+                        jnp.ones((b, p + r), bool), cache, jnp.int32(p)).compile()
+  xla = aot._cost(compiled)["flops"]  # pylint: disable=protected-access
+  cost = aot.decode_cost(c, b, p, r)
+  assert cost["flops_executed"] == pytest.approx(xla, rel=0.03)  # XLA adds norms, softmax, rope
+  assert cost["flops_useful"] < cost["flops_executed"]
+  assert aot.decode_cost(c, 2 * b, p, r)["flops_executed"] == pytest.approx(
+      2 * cost["flops_executed"])
+  # bytes: the weights once, however many rows; the cache per row
+  one, two = aot.decode_cost(c, 1, p, r), aot.decode_cost(c, 2, p, r)
+  kv_row = c.num_layers * 2 * c.num_kv_heads * c.head_dim * (p + r) * 4
+  assert two["bytes_executed"] - one["bytes_executed"] == pytest.approx(kv_row + c.hidden_size * 4)
+  assert one["bytes_executed"] > models.count_params(c) * 4 - c.vocab_size * c.hidden_size * 4

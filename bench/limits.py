@@ -1,0 +1,37 @@
+"""The machine's own limits, measured in the run that uses them: matmul FLOP/s and copy bandwidth.
+
+A benchmark divides what it achieved by these numbers, so a result reads as "x% of what this
+machine can do right now" (a shared VM's rate moves between runs; measuring in the same run
+keeps the ratio honest).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def _median_time(fn, arg, repeats: int) -> float:
+  jax.block_until_ready(fn(arg))  # compile + warm
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(arg))
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of one large f32 `jnp.dot` (2 n^3 FLOPs): the rate dense layers can reach."""
+  a = jnp.ones((n, n), jnp.float32)
+  return 2 * n ** 3 / _median_time(jax.jit(lambda x: x @ x), a, repeats)
+
+
+def copy_bytes_per_s(mib: int = 256, repeats: int = 5) -> float:
+  """Bytes/s of streaming an f32 array far larger than the caches through an elementwise op
+  (each element read once and written once: 2 x size bytes moved)."""
+  x = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
+  return 2 * x.nbytes / _median_time(jax.jit(lambda v: v * 1.0001), x, repeats)

@@ -1,0 +1,119 @@
+"""Regenerates the README's benchmark table from `bench/results/*.json`, so it cannot drift.
+
+    python bench/readme_table.py [--check]
+
+Rewrites the lines between `<!-- bench-table:begin -->` and `<!-- bench-table:end -->` in
+README.md; `--check` only reports whether the README is up to date (exit 1 if not). A result
+file that is missing is left out of the table (with its command, so it can be produced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+RESULTS = os.path.join(ROOT, "bench", "results")
+BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
+STEP_RUNS = (  # (json, command)
+    ("step_main.json", "python bench/step.py --size main --out bench/results/step_main.json"),
+    ("step.json", "python bench/step.py"),
+    ("step_medium.json", "python bench/step.py --size medium --rows 16 "
+                         "--out bench/results/step_medium.json"),
+    ("step_large.json", "python bench/step.py --size large --rows 8 "
+                        "--out bench/results/step_large.json"),
+)
+SAMPLER = ("sampler.json", "python bench/sampler.py --torch-threads 1")
+
+
+def _load(name: str) -> dict | None:
+  path = os.path.join(RESULTS, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def step_row(name: str, command: str, d: dict) -> str:
+  a, peak = d["args"], d["matmul_flops_per_s"]
+  by = {r["estimator"]: r for r in d["results"]}
+  g, s = by["grpo"], by["stepopsd"]
+  pct = lambda r: 100 * r["flops"] / r["step_s"] / peak
+  model = "base model" if a["size"] == "main" else \
+      f"hidden {d['config']['hidden_size']}, {d['config']['num_layers']} layers"
+  teacher = a.get("teacher") or a["prompt"] + 32
+  return (f"| `{command}` ({model}; {a['rows']} rows × {a['prompt']} (teacher {teacher}) + "
+          f"{a['response']} tokens) | {g['step_s']:.2f} s / {s['step_s']:.2f} s | "
+          f"**{s['step_s'] / g['step_s']:.2f}×** | {pct(g):.0f}% / {pct(s):.0f}% of "
+          f"{peak / 1e9:.0f} GFLOP/s |")
+
+
+def sampler_rows(command: str, d: dict) -> list[str]:
+  lim = d["limits"]
+  out = [f"`{command}` ({d['num_params'] / 1e6:.1f}M-param Qwen3, greedy, "
+         f"{d['args']['prompt_len']} + {d['args']['new_tokens']} tokens; matmul "
+         f"{lim['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, copy bandwidth "
+         f"{lim['copy_bytes_per_s'] / 1e9:.1f} GB/s, measured in the same run):", "",
+         "| batch | ours tok/s | HF `generate` tok/s | ours / HF | greedy tokens identical | "
+         "decode step | % of matmul rate | × bandwidth time |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in d["results"]:
+    a, l = r["greedy_agreement"], r["limits"]
+    out.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
+               f"{r['hf']['tokens_per_s']:,.0f} | **{r['ratio_ours_over_hf']:.2f}×** | "
+               f"{a['rows_identical']}/{a['rows']} rows | {1e3 * l['decode_step_s']:.2f} ms | "
+               f"{100 * l['matmul_fraction']:.0f}% | {l['over_bandwidth_time']:.2f}× |")
+  return out
+
+
+def table() -> str:
+  lines = ["Train step, GRPO vs StepOPSD (median of 3 after compile; FLOPs counted by hand, "
+           "`tools.aot.step_flops`):", "",
+           "| command | step GRPO / StepOPSD | StepOPSD / GRPO | achieved / matmul rate |",
+           "|---|---:|---:|---:|"]
+  missing = []
+  for name, command in STEP_RUNS:
+    d = _load(name)
+    if d is None:
+      missing.append(command)
+    else:
+      lines.append(step_row(name, command, d))
+  lines.append("")
+  d = _load(SAMPLER[0])
+  if d is None or "limits" not in d:
+    missing.append(SAMPLER[1])
+  else:
+    lines += sampler_rows(SAMPLER[1], d)
+  if missing:
+    lines += ["", "Not yet measured: " + "; ".join(f"`{m}`" for m in missing) + "."]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
+  p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
+  args = p.parse_args(argv)
+  with open(args.readme) as f:
+    text = f.read()
+  if BEGIN not in text or END not in text:
+    print(f"{args.readme} has no {BEGIN} ... {END} block: add the two markers where the table "
+          "goes.", file=sys.stderr)
+    return 2
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  new = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+  if args.check:
+    print("README benchmark table is up to date" if new == text else
+          "README benchmark table is out of date: run python bench/readme_table.py")
+    return 0 if new == text else 1
+  with open(args.readme, "w") as f:
+    f.write(new)
+  print(f"wrote the benchmark table into {args.readme}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
