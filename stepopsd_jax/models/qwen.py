@@ -222,8 +222,8 @@ class Qwen(nn.Module):
 # weights and the stacked cache out of their [L, ...] arrays each step, and attention's
 # one-query einsums became hundreds of tiny batched matmuls. Here each layer's weights are cut
 # out once per sampler call (`decode_weights`), q|k|v and gate|up are one matmul each, the layer
-# loop is unrolled over per-layer caches, and attention is a multiply-reduce over the cache,
-# keys stored transposed ([B, K, H, S]) so that it runs along the contiguous S axis.
+# loop is unrolled over per-layer caches, and attention is two batched matmuls over (B, K) with
+# the keys stored transposed ([B, K, H, S]), so the scores come out along the contiguous S axis.
 
 DecodeCache = tuple[dict[str, Array], ...]  # per layer {"k": [B, K, H, S], "v": [B, K, S, H]}
 
@@ -303,13 +303,16 @@ def _decode_layer(c: QwenConfig, w: dict, x_BxD, positions_B, key_mask_BxS, cach
                cache["k"].dtype), (zero, zero, zero, index)),
            "v": jax.lax.dynamic_update_slice(cache["v"], v_BxKxH[:, :, None].astype(
                cache["v"].dtype), (zero, zero, index, zero))}
+  # Batched matmuls over (B, K), accumulated in f32. A broadcast multiply + sum here (XLA CPU
+  # fuses it into one reduction) took 126x as long with one query head per KV head (G = 1, the
+  # shipped base model) and 2x with G = 2 (bench/sampler.py; the #17 notes).
   f32 = jnp.float32
-  scores_BxKxGxS = jnp.sum(q_BxKxGxH.astype(f32)[..., None] * cache["k"].astype(f32)[:, :, None],
-                           axis=-2) * (h ** -0.5)
+  scores_BxKxGxS = jnp.einsum("bkgh,bkhs->bkgs", q_BxKxGxH.astype(cache["k"].dtype), cache["k"],
+                              preferred_element_type=f32) * (h ** -0.5)
   scores_BxKxGxS = jnp.where(key_mask_BxS[:, None, None, :], scores_BxKxGxS, _NEG_INF)
-  probs_BxKxGxS = jax.nn.softmax(scores_BxKxGxS, axis=-1).astype(x_BxD.dtype)
-  out_BxKxGxH = jnp.sum(probs_BxKxGxS.astype(f32)[..., None] *
-                        cache["v"].astype(f32)[:, :, None], axis=-2).astype(x_BxD.dtype)
+  probs_BxKxGxS = jax.nn.softmax(scores_BxKxGxS, axis=-1)
+  out_BxKxGxH = jnp.einsum("bkgs,bksh->bkgh", probs_BxKxGxS.astype(cache["v"].dtype), cache["v"],
+                           preferred_element_type=f32).astype(x_BxD.dtype)
   attn_BxD = jnp.einsum("bkgh,kghd->bd", out_BxKxGxH, w["o"])
   if c.o_bias:
     attn_BxD = attn_BxD + w["o_bias"][None]

@@ -167,10 +167,14 @@ def run_episodes(responder: Responder, env_name: str, tasks: Sequence[envs_lib.T
   counts.values["env_errors"] += env.num_env_errors
   batch = None
   if isinstance(responder, ModelResponder):
+    t0 = time.perf_counter()
     rows = _finish(trajs, responder, cfg, counts)
+    counts.seconds["teacher_prompts"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
     batch = build_step_batch(rows, pad_id=responder.sampler.pad_id,
                              response_len=responder.sampler.params.max_new_tokens,
                              buckets=responder.sampler.buckets)
+    counts.seconds["step_batch"] += time.perf_counter() - t0
   counts.seconds["total"] = time.perf_counter() - start
   return RolloutResult(batch, trajs, _tally(trajs, counts, turn))
 
@@ -207,6 +211,7 @@ def _turn(responder: Responder, trajs: list[Trajectory], envs: list, results: li
                 for t, r in zip(trajs, results)]
   counts.seconds["prompt"] += time.perf_counter() - t0
   responses = responder.respond(trajs, envs, results, user_texts, rng, counts)
+  t0 = time.perf_counter()
   texts = responder.token_texts() if isinstance(responder, ModelResponder) else None
   actions = []
   for traj, result, user, response in zip(trajs, results, user_texts, responses):
@@ -224,6 +229,7 @@ def _turn(responder: Responder, trajs: list[Trajectory], envs: list, results: li
     traj.rewards.append(penalty)
     traj.history.append((result.observation, protocol.history_action(parsed, response.text)))
     actions.append(parsed.action)
+  counts.seconds["parse"] += time.perf_counter() - t0
   return actions
 
 

@@ -77,6 +77,18 @@ def agent_sampler(model_config, tokenizer, *, max_new_tokens: int, temperature: 
                  mesh=mesh)
 
 
+def account_generate(out, counts) -> None:
+  """A sampler call's split into the rollout's timers and counters: `generate/<part>` seconds
+  (pad, to_device, prefill, decode, to_host) and its prompt and decode slots (real tokens,
+  padding rows of the batch bucket, slots decoded after a row had stopped)."""
+  counts.values["truncated_prompts"] += out.truncated_prompts
+  for key, value in (out.stats or {}).items():  # None: a sampler that does not time itself
+    if key.endswith("_s"):
+      counts.seconds[f"generate/{key[:-2]}"] += value
+    else:
+      counts.values[key] += value
+
+
 @dataclasses.dataclass
 class ModelResponder:
   """Renders each user message with the chat template and samples all of them in one call."""
@@ -94,13 +106,15 @@ class ModelResponder:
     t0 = time.perf_counter()
     out = self.sampler.generate(self.weights, prompt_ids, rng)
     counts.seconds["generate"] += time.perf_counter() - t0
-    counts.values["truncated_prompts"] += out.truncated_prompts
+    account_generate(out, counts)
+    t0 = time.perf_counter()
     responses = []
     for k, prompt in enumerate(prompt_ids):
       tokens = [int(x) for x in out.tokens[k, :out.lengths[k]]]
       counts.values["generated_tokens"] += len(tokens)
       responses.append(Response(safe_decode(self.tokenizer, tokens), prompt, tokens,
                                 [float(x) for x in out.logprobs[k, :out.lengths[k]]]))
+    counts.seconds["detokenize"] += time.perf_counter() - t0
     return responses
 
   def idle(self, rng) -> None:
@@ -110,7 +124,9 @@ class ModelResponder:
     return jax.process_count() > 1 and getattr(self.sampler, "mesh", None) is not None
 
   def token_texts(self) -> tuple[str, ...]:
-    return vocab_texts(self.tokenizer, self.sampler.config.vocab_size)
+    texts = getattr(self.sampler, "token_texts", None)  # decoded once, when it was built
+    return texts if texts is not None else vocab_texts(self.tokenizer,
+                                                       self.sampler.config.vocab_size)
 
 
 @dataclasses.dataclass

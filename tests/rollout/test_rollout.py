@@ -96,12 +96,13 @@ def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
   config, weights = tiny_policy(tokenizer)
   sampler = rollout.agent_sampler(config, tokenizer, max_new_tokens=8,
                                buckets=sampling.Buckets(batch=(8, 16, 32), prompt=(128, 256, 512)))
-  used = set()
+  used, calls = set(), []
   pad = sampler.pad
 
   def recording_pad(prompts):
     tokens, mask, truncated = pad(prompts)
     used.add(tokens.shape)
+    calls.append((tokens.shape, sum(min(len(p), tokens.shape[1]) for p in prompts)))
     return tokens, mask, truncated
 
   sampler.pad = recording_pad
@@ -111,6 +112,16 @@ def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
                    RolloutConfig(group_size=2))
   assert result.metrics["turns"] == 5
   assert sampling.TRACE_COUNT["generate"] - before <= len(used) <= 2
+  # every second and slot of the sampler calls is accounted for in the rollout's tally
+  seconds, values = result.tally.seconds, result.tally.values
+  parts = [seconds[f"generate/{p}"] for p in ("pad", "to_device", "prefill", "decode", "to_host")]
+  assert all(x > 0 for x in parts) and sum(parts) <= seconds["generate"] <= seconds["total"]
+  assert values["prompt_slots"] == sum(b * p for (b, p), _ in calls)
+  assert values["prompt_tokens"] == sum(n for _, n in calls)
+  assert values["decode_tokens"] == values["generated_tokens"]  # counted from the responses
+  assert values["decode_slots"] == (values["decode_tokens"] + values["decode_after_stop_slots"]
+                                    + values["decode_padding_row_slots"])
+  assert "time/generate/decode_s" in result.metrics and "time/parse_s" in result.metrics
 
 
 tag_soup = st.lists(st.sampled_from(["<action>", "</action>", "<think>", "</think>", "open",

@@ -148,3 +148,28 @@ def test_behaviour_logprobs_equal_the_train_steps_at_the_same_temperature(tiny, 
                               temperature)
   np.testing.assert_allclose(np.where(response_mask, np.asarray(logp), 0.0), out.logprobs,
                              atol=1e-4)
+
+
+@pytest.mark.parametrize("vocab", [200, 64, 7])  # not a multiple of the block; one block; < one
+def test_draws_follow_the_softmax_and_never_a_truncated_token(vocab):
+  """Frequencies of 60,000 draws against softmax(logits) computed in numpy."""
+  rs = np.random.RandomState(vocab)
+  logits = rs.randn(vocab).astype(np.float32) * 2
+  logits[rs.choice(vocab, vocab // 4, replace=False)] = -np.inf  # truncated tokens
+  n = 60_000
+  draws = np.asarray(sampling.sampler.categorical(
+      jax.random.key(0), jnp.broadcast_to(jnp.asarray(logits), (n, vocab))))
+  p = np.exp(logits - logits[np.isfinite(logits)].max())
+  p /= p.sum()
+  freq = np.bincount(draws, minlength=vocab) / n
+  assert freq[~np.isfinite(logits)].sum() == 0
+  sigma = np.sqrt(p * (1 - p) / n) + 1e-9
+  assert np.max(np.abs(freq - p) / sigma) < 5.5, np.max(np.abs(freq - p) / sigma)
+  # the whole distribution, not only per token: total variation within sampling noise
+  assert 0.5 * np.abs(freq - p).sum() < 0.02
+
+
+def test_first_argmax_is_numpy_argmax_ties_included():
+  x = np.asarray([[1, 3, 3, 0], [5, 5, 5, 5], [-np.inf, -1, -np.inf, -2]], np.float32)
+  x = np.concatenate([x, np.random.RandomState(0).randn(50, 4).astype(np.float32)])
+  np.testing.assert_array_equal(sampling.sampler.first_argmax(jnp.asarray(x)), np.argmax(x, -1))
