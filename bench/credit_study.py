@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -145,12 +146,26 @@ def run_one(run: Run, out_dir: str, cache: str) -> dict:
                        for r in rows if "train/loss" in r],
                 eval_before=next(e["success"] for e in evals if e["step"] == 0
                                  and "success" in e),
-                eval_after=final["success"], seconds=time.perf_counter() - start)
+                eval_after=final["success"], seconds=time.perf_counter() - start,
+                commit=_commit())
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(record, f, indent=1)
   os.replace(tmp, path)
   return record
+
+
+def _commit() -> str:
+  """The code's git commit (with "+dirty" when the tree has changes), or "" outside a clone."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ""
+  return rev + ("+dirty" if dirty else "")
 
 
 def main(argv=None) -> int:
