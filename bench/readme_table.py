@@ -25,7 +25,10 @@ STEP_RUNS = (  # (json, command)
     ("step_large.json", "python bench/step.py --size large --rows 8 "
                         "--out bench/results/step_large.json"),
 )
-SAMPLER = ("sampler.json", "python bench/sampler.py --torch-threads 1")
+SAMPLERS = (("sampler.json", "python bench/sampler.py --torch-threads 1"),
+            ("sampler_main.json", "python bench/sampler.py --torch-threads 1 --size main "
+                                  "--out bench/results/sampler_main.json"))
+SPLIT = ("rollout_split.json", "python bench/rollout_split.py")
 
 
 def _load(name: str) -> dict | None:
@@ -57,14 +60,35 @@ def sampler_rows(command: str, d: dict) -> list[str]:
          f"{lim['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, copy bandwidth "
          f"{lim['copy_bytes_per_s'] / 1e9:.1f} GB/s, measured in the same run):", "",
          "| batch | ours tok/s | HF `generate` tok/s | ours / HF | greedy tokens identical | "
-         "decode step | % of matmul rate | × bandwidth time |",
-         "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         "decode step | % of matmul rate | × bandwidth time | ours sampled (T = 1) tok/s |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in d["results"]:
     a, l = r["greedy_agreement"], r["limits"]
+    sampled = f"{r['ours_sampled']['tokens_per_s']:,.0f}" if "ours_sampled" in r else "–"
     out.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
                f"{r['hf']['tokens_per_s']:,.0f} | **{r['ratio_ours_over_hf']:.2f}×** | "
                f"{a['rows_identical']}/{a['rows']} rows | {1e3 * l['decode_step_s']:.2f} ms | "
-               f"{100 * l['matmul_fraction']:.0f}% | {l['over_bandwidth_time']:.2f}× |")
+               f"{100 * l['matmul_fraction']:.0f}% | {l['over_bandwidth_time']:.2f}× | "
+               f"{sampled} |")
+  return out
+
+
+def split_rows(command: str, d: dict) -> list[str]:
+  rows = d["results"]
+  out = [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts after a "
+         "compiling one; parts under 1% everywhere are left out, `other` included):", "",
+         "| part | " + " | ".join(f"{r['env']} ({r['episodes_per_rollout']} episodes)"
+                                  for r in rows) + " |",
+         "|---|" + "---:|" * len(rows)]
+  for k in rows[0]["seconds"]:
+    if max(r["fraction"][k] for r in rows) < 0.01:
+      continue
+    out.append(f"| {k} | " + " | ".join(
+        f"{r['seconds'][k]:.2f} s ({100 * r['fraction'][k]:.0f}%)" for r in rows) + " |")
+  out.append("| **total** | " + " | ".join(f"**{r['total_s']:.2f} s**" for r in rows) + " |")
+  for k in rows[0]["waste"]:
+    out.append(f"| wasted slots: {k.replace('_', ' ')} | " + " | ".join(
+        f"{100 * r['waste'][k]:.0f}%" for r in rows) + " |")
   return out
 
 
@@ -80,12 +104,17 @@ def table() -> str:
       missing.append(command)
     else:
       lines.append(step_row(name, command, d))
-  lines.append("")
-  d = _load(SAMPLER[0])
-  if d is None or "limits" not in d:
-    missing.append(SAMPLER[1])
+  for name, command in SAMPLERS:
+    d = _load(name)
+    if d is None or "limits" not in d:
+      missing.append(command)
+    else:
+      lines += [""] + sampler_rows(command, d)
+  d = _load(SPLIT[0])
+  if d is None:
+    missing.append(SPLIT[1])
   else:
-    lines += sampler_rows(SAMPLER[1], d)
+    lines += [""] + split_rows(SPLIT[1], d)
   if missing:
     lines += ["", "Not yet measured: " + "; ".join(f"`{m}`" for m in missing) + "."]
   return "\n".join(lines)

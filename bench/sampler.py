@@ -19,7 +19,8 @@ torch keeps its default thread count unless `--torch-threads` is given. On a sma
 (2 vCPUs) HF `generate` with 2 OpenMP threads was intermittently 8-15x slower than with 1, even
 with JAX absent from the process; `--torch-threads 1` gives a stable HF baseline there.
 
-  python bench/sampler.py --size small --batch-sizes 1,8,32 --repeats 3
+  python bench/sampler.py --size small --batch-sizes 1,8,32,64 --repeats 3
+  python bench/sampler.py --size main --out bench/results/sampler_main.json
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ import transformers
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bench.limits import copy_bytes_per_s, matmul_flops_per_s  # noqa: E402
-from stepopsd_jax import models, sampling  # noqa: E402
+from stepopsd_jax import models, pretrain, sampling  # noqa: E402
+from stepopsd_jax.models import hf_io  # noqa: E402
 from stepopsd_jax.tools import aot  # noqa: E402
 
 SIZES = {
@@ -59,8 +61,9 @@ PAD_ID = 0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--size", choices=sorted(SIZES), default="small",
-                 help="bench model: 'tiny' is the qwen3_tiny preset, 'small' 4 layers x 256")
+  p.add_argument("--size", choices=sorted(SIZES) + ["main"], default="small",
+                 help="bench model: 'tiny' is the qwen3_tiny preset, 'small' 4 layers x 256, "
+                      "'main' the shipped base model's shape (4 x 128, 4 heads = 4 KV heads)")
   p.add_argument("--batch-sizes", default="1,8,32,64", help="comma-separated batch sizes")
   p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row (no padding)")
   p.add_argument("--new-tokens", type=int, default=64, help="generated tokens per row")
@@ -79,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def bench_config(size: str) -> models.QwenConfig:
+  if size == "main":  # the shipped base model's shape (random weights): one query head per KV
+    return models.from_hf_config(hf_io.read_hf_config(pretrain.base_model_dir()))
   return models.get_preset("qwen3_tiny", **SIZES[size])
 
 
@@ -116,10 +121,12 @@ class CompileTimer:
     return self.seconds, wall, out
 
 
-def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int, stats: list):
-  """A closure running our sampler (greedy, no stops) on exactly-bucketed prompts; each call's
-  time split (`SampleOutput.stats`) is appended to `stats`."""
-  params = sampling.SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int, stats: list,
+            temperature: float = 0.0):
+  """A closure running our sampler (greedy unless `temperature` > 0, no stops) on
+  exactly-bucketed prompts; each call's time split (`SampleOutput.stats`) is appended to
+  `stats`."""
+  params = sampling.SamplingParams(max_new_tokens=new_tokens, temperature=temperature)
   buckets = sampling.Buckets(batch=(prompts.shape[0],), prompt=(prompts.shape[1],))
   sampler = sampling.Sampler(config, params, pad_id=PAD_ID, buckets=buckets)
   rows, rng = prompts.tolist(), jax.random.key(seed)
@@ -191,16 +198,19 @@ def bench_batch(batch: int, args, config, weights, hf_model, compile_timer, limi
   stats = []
   ours = ours_fn(config, weights, prompts, args.new_tokens, args.seed, stats)
   hf = hf_fn(hf_model, prompts, args.new_tokens)
+  sampled = ours_fn(config, weights, prompts, args.new_tokens, args.seed, [], temperature=1.0)
   compile_s, ours_first_s, ours_tokens = compile_timer.measure(ours)
   hf_first_s, hf_tokens = timed(hf)
+  sampled()
   del stats[:]  # the warm-up call's split includes its compile
-  ours_s, hf_s = interleaved([ours, hf], args.repeats)
+  ours_s, hf_s, sampled_s = interleaved([ours, hf, sampled], args.repeats)
   generated = batch * args.new_tokens
   ours_sum, hf_sum = summary(ours_s, generated), summary(hf_s, generated)
   return {
       "batch": batch, "generated_tokens": generated,
       "ours": {"compile_s": compile_s, "first_call_s": ours_first_s, **ours_sum},
       "hf": {"first_call_s": hf_first_s, **hf_sum},
+      "ours_sampled": summary(sampled_s, generated),  # temperature 1: what rollouts run
       "ratio_ours_over_hf": hf_sum["median_s"] / ours_sum["median_s"],
       "greedy_agreement": agreement(ours_tokens, hf_tokens),
       "limits": limit_ratios(config, batch, args, stats, limits),
@@ -209,16 +219,16 @@ def bench_batch(batch: int, args, config, weights, hf_model, compile_timer, limi
 
 def table(rows: list[dict], limits: dict) -> str:
   lines = [f"| batch | ours tok/s | HF tok/s | ratio ours/HF | greedy agreement | "
-           f"prefill / decode s | decode step ms | % of matmul "
+           f"ours sampled (T=1) tok/s | prefill / decode s | decode step ms | % of matmul "
            f"({limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s) | x bandwidth time "
            f"({limits['copy_bytes_per_s'] / 1e9:.1f} GB/s) | our compile s |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     a, lim = r["greedy_agreement"], r["limits"]
     lines.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
                  f"{r['hf']['tokens_per_s']:,.0f} | {r['ratio_ours_over_hf']:.2f}x | "
                  f"{a['token_fraction']:.1%} ({a['rows_identical']}/{a['rows']} rows) | "
-                 f"{lim['parts_s']['prefill_s']:.3f} / {lim['parts_s']['decode_s']:.3f} | "
+                 f"{r['ours_sampled']['tokens_per_s']:,.0f} | {lim['parts_s']['prefill_s']:.3f} / {lim['parts_s']['decode_s']:.3f} | "
                  f"{1e3 * lim['decode_step_s']:.2f} | {100 * lim['matmul_fraction']:.0f}% | "
                  f"{lim['over_bandwidth_time']:.2f}x | {r['ours']['compile_s']:.2f} |")
   return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Where a rollout's seconds go, for the three envs: every second of `collect` accounted for.
+
+    python bench/rollout_split.py [--envs credit_lab,alfworld,search_qa] [--rollouts 3]
+        [--data DIR] [--out bench/results/rollout_split.json]
+
+Each env is built as its config builds it (the trainer's `setup.build`): the credit lab from
+`configs/default.py` (the shipped base model, its 4 tasks x 8 rollouts), ALFWorld and Search-QA
+from their configs' `:runlocal` (a tiny random model: its responses run to the token limit, so
+these show the machinery's costs, not a trained policy's). ALFWorld games and the Search-QA
+corpus are generated under `--data` when missing. After one untimed rollout (compiles), the
+seconds of `--rollouts` rollouts are summed by part:
+
+- generate: pad, to_device, prefill, decode, to_host (the sampler's own split) and the rest of
+  the call (bucket choice, Python);
+- prompt: building user texts and chat-template tokenization; detokenize: responses to text;
+  parse: response parsing and step rows; env: env steps, resets and retrieval prefetch;
+  teacher_prompts: hindsight blocks rendered and tokenized; step_batch: padding into the
+  StepBatch; other: the loop itself (total minus every part above).
+
+Also the padding waste: decode slots spent on padding rows of the batch bucket or on rows that
+had already stopped, and prompt slots that were padding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from stepopsd_jax.rollout import collect  # noqa: E402
+from stepopsd_jax.run import config as config_lib  # noqa: E402
+from stepopsd_jax.run import setup as setup_lib  # noqa: E402
+
+GENERATE_PARTS = ("pad", "to_device", "prefill", "decode", "to_host")
+HOST_PARTS = ("prompt", "detokenize", "parse", "env", "teacher_prompts", "step_batch")
+
+
+def env_config(name: str, data: str):
+  if name == "credit_lab":
+    return config_lib.load("configs/default.py", {})
+  if name == "alfworld":
+    root = os.path.join(data, "alfworld")
+    for split in ("train", "valid_unseen"):
+      if not os.path.isdir(os.path.join(root, "json_2.1.1", split)):
+        subprocess.run([sys.executable, "-m", "stepopsd_jax.envs.alfworld.generate", "--out",
+                        root, "--split", split, "--per-type", "2", "--seed", "0"], check=True)
+    return config_lib.load(f"configs/alfworld_stepopsd.py:runlocal,data_dir={root}", {})
+  if name == "search_qa":
+    root = os.path.join(data, "search_qa")
+    if not os.path.isdir(root):
+      subprocess.run([sys.executable, "-m", "stepopsd_jax.envs.search_qa.generate", "--out",
+                      root], check=True)
+    return config_lib.load(f"configs/search_stepopsd.py:runlocal,data_dir={root}", {})
+  raise ValueError(f"unknown env {name!r}: credit_lab, alfworld or search_qa")
+
+
+def split(name: str, data: str, rollouts: int) -> dict:
+  config = env_config(name, data)
+  setup, params = setup_lib.build(config, jax.random.key(0))
+  per_step = config.rollout.batch_size // config.rollout.group_size
+  seconds, values = {}, {}
+
+  def one(k: int, record: bool):
+    tasks = [setup.train_tasks[(k * per_step + i) % len(setup.train_tasks)]
+             for i in range(per_step)]
+    result = collect(setup.sampler, params, setup.tokenizer, config.env.name, tasks,
+                     jax.random.key(k), setup.rollout_cfg, env_seed=k)
+    if record:
+      for key, v in result.tally.seconds.items():
+        seconds[key] = seconds.get(key, 0.0) + v
+      for key, v in result.tally.values.items():
+        values[key] = values.get(key, 0.0) + v
+
+  t = time.perf_counter()
+  one(0, record=False)
+  first_s = time.perf_counter() - t
+  for k in range(1, rollouts + 1):
+    one(k, record=True)
+  total = seconds["total"]
+  parts = {f"generate/{p}": seconds.get(f"generate/{p}", 0.0) for p in GENERATE_PARTS}
+  parts["generate/other"] = seconds.get("generate", 0.0) - sum(parts.values())
+  parts.update({p: seconds.get(p, 0.0) for p in HOST_PARTS})
+  parts["other"] = total - sum(parts.values())
+  waste = {
+      "decode_padding_rows": values.get("decode_padding_row_slots", 0) /
+                             max(values.get("decode_slots", 0), 1),
+      "decode_after_stop": values.get("decode_after_stop_slots", 0) /
+                           max(values.get("decode_slots", 0), 1),
+      "prompt_padding": 1 - values.get("prompt_tokens", 0) / max(values.get("prompt_slots", 0), 1)}
+  return {"env": name, "config_env": config.env.name, "rollouts": rollouts,
+          "episodes_per_rollout": config.rollout.batch_size, "first_rollout_s": first_s,
+          "total_s": total, "seconds": parts, "fraction": {k: v / total for k, v in parts.items()},
+          "waste": waste, "counts": values}
+
+
+def table(rows: list[dict]) -> str:
+  keys = list(rows[0]["seconds"])
+  lines = ["| part | " + " | ".join(r["env"] for r in rows) + " |",
+           "|---|" + "---:|" * len(rows)]
+  for k in keys:
+    lines.append(f"| {k} | " + " | ".join(
+        f"{r['seconds'][k]:.2f} s ({100 * r['fraction'][k]:.0f}%)" for r in rows) + " |")
+  lines.append("| **total** | " + " | ".join(f"**{r['total_s']:.2f} s**" for r in rows) + " |")
+  for k in rows[0]["waste"]:
+    lines.append(f"| waste: {k.replace('_', ' ')} | " + " | ".join(
+        f"{100 * r['waste'][k]:.0f}%" for r in rows) + " |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--envs", default="credit_lab,alfworld,search_qa")
+  p.add_argument("--rollouts", type=int, default=3)
+  p.add_argument("--data", default=os.path.join(
+      os.environ.get("STEPOPSD_CACHE_DIR", os.path.expanduser("~/.cache/stepopsd")),
+      "bench_rollout"))
+  p.add_argument("--out", default="bench/results/rollout_split.json")
+  args = p.parse_args(argv)
+  rows = []
+  for name in args.envs.split(","):
+    rows.append(split(name.strip(), args.data, args.rollouts))
+    print(f"{name}: {rows[-1]['total_s']:.2f} s over {args.rollouts} rollouts", flush=True)
+  print(table(rows))
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump({"args": vars(args), "results": rows, "jax": jax.__version__,
+               "cpu_count": os.cpu_count()}, f, indent=1)
+  print(f"wrote {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
