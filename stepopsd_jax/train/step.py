@@ -182,6 +182,11 @@ def step_metrics(batch: StepBatch, targets: Targets, num_steps: int) -> dict:
   out.update(masked.stats(targets.delta, control, "delta"))
   out["delta_frac_pos"] = masked.mean(targets.delta > 0, control)
   out.update(masked.stats(targets.weights, control, "weight"))
+  # where the weight acts: a token whose advantage is 0 (e.g. a group that all won) gets w = 1
+  # and is multiplied by 0 anyway, so these stats leave such tokens out
+  acting = control & (jnp.abs(targets.adv_tokens) > masked.EPS)
+  out.update(masked.stats(targets.weights, acting, "weight_acting"))
+  out["acting_control_frac"] = masked.mean(acting, control)
   at_k = control[None] & (batch.step_idx[None, :] == jnp.arange(num_steps)[:, None])[..., None]
   won = batch.traj_success[None, :, None]
   for suffix, mask in (("", at_k), ("_won", at_k & won), ("_lost", at_k & ~won)):

@@ -225,3 +225,18 @@ def test_a_non_finite_update_is_skipped_inside_the_step(batch):
   assert metrics["skipped_update"] == 0
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
       jax.tree.leaves(before.params), jax.tree.leaves(jax.device_get(state).params)))
+
+
+def test_weight_stats_where_the_weight_acts_leave_out_zero_advantage_tokens():
+  """Two control tokens with A != 0 (w = 1.2 and 0.8: std 0.2 by hand) and two of a group
+  whose advantage is 0 (w = 1): over all four the std is sqrt(0.02) = 0.1414."""
+  b = jax.tree.map(lambda x: x[:4], random_step_batch(CONFIG.vocab_size, rows=8, response=2))
+  b = b.replace(row_valid=np.ones(4, bool), response_mask=np.ones((4, 2), bool), control_mask=np.asarray([[1, 0]] * 4, bool),
+                step_idx=np.zeros(4, np.int32), traj_success=np.asarray([1, 0, 1, 1], bool))
+  adv = np.asarray([[0.7, 0.7], [-0.7, -0.7], [0, 0], [0, 0]], np.float32)
+  w = np.asarray([[1.2, 1], [0.8, 1], [1, 1], [1, 1]], np.float32)
+  targets = algorithms.Targets(adv_tokens=adv, delta=np.zeros_like(adv), weights=w)
+  m = {k: float(v) for k, v in step_lib.step_metrics(b, targets, 1).items() if np.ndim(v) == 0}
+  assert m["weight_acting_std"] == pytest.approx(0.2)
+  assert m["weight_std"] == pytest.approx(np.sqrt(0.02))
+  assert m["acting_control_frac"] == pytest.approx(0.5)
