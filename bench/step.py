@@ -1,7 +1,7 @@
 """Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
 
     python bench/step.py [--size main|small|medium|large] [--rows 32] [--prompt 256]
-        [--teacher 288] [--response 64]
+        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1]
 
 `--size main` is the main job's step: the shipped base model (4 x 128, vocab 2048) and the
 buckets its batches land in (96 step rows -> 128; student prompts <= 128, teacher prompts
@@ -28,6 +28,7 @@ import jax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from stepopsd_jax import models, pretrain, sharding, train  # noqa: E402
+from stepopsd_jax.batch import StepBatch  # noqa: E402
 from stepopsd_jax.models import hf_io  # noqa: E402
 from stepopsd_jax.tools import aot, memory  # noqa: E402
 from bench.limits import matmul_flops_per_s  # noqa: E402
@@ -53,10 +54,12 @@ def bench_model(size: str) -> models.QwenConfig:
   return models.get_preset("qwen3_tiny", **SIZES[size])
 
 
-def time_step(config, estimator: str, batch, repeats: int) -> dict:
-  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+def time_step(config, estimator: str, batch, repeats: int, devices: int = 1,
+              micro_batches: int = 1) -> dict:
+  mesh = sharding.make_mesh(devices=jax.devices()[:devices])  # rows over `devices` (data)
   tx = train.make_optimizer(1e-5, 0, 100)
-  cfg = train.StepConfig(estimator=estimator)
+  cfg = train.StepConfig(estimator=estimator, micro_batches=micro_batches)
+  batch = jax.device_put(batch, StepBatch.shardings(mesh))
   state = train.init_state(config, jax.random.key(0), tx, mesh)
   step = train.jit_train_step(config, cfg, tx, mesh)
   t = time.perf_counter()
@@ -90,6 +93,10 @@ def main(argv=None):
   parser.add_argument("--teacher", type=int, help="teacher prompt length")
   parser.add_argument("--response", type=int)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--devices", type=int, default=1,
+                      help="data-parallel over this many devices (fake CPU devices: "
+                           "XLA_FLAGS=--xla_force_host_platform_device_count=8)")
+  parser.add_argument("--micro-batches", type=int, default=1)
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                     "step.json"))
   args = parser.parse_args(argv)
@@ -101,7 +108,8 @@ def main(argv=None):
   batch = random_step_batch(config.vocab_size, rows=args.rows, prompt=args.prompt,
                             teacher=args.teacher, response=args.response)
   peak = matmul_flops_per_s()
-  results = [time_step(config, e, batch, args.repeats) for e in ("grpo", "stepopsd")]
+  results = [time_step(config, e, batch, args.repeats, args.devices, args.micro_batches)
+             for e in ("grpo", "stepopsd")]
   grpo, opsd = results
   print(f"| estimator | step s | compile s | GFLOP (hand) | GFLOP (XLA, scan body once) | "
         f"GFLOP/s | % of matmul ({peak / 1e9:.1f} GFLOP/s) |\n|---|---:|---:|---:|---:|---:|---:|")
@@ -115,8 +123,8 @@ def main(argv=None):
   print(f"\nStepOPSD / GRPO step time: {ratio:.2f}x (goal <= 1.35x)")
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"config": SIZES.get(args.size, "base model"), "args": vars(args), "matmul_flops_per_s": peak,
-               "stepopsd_over_grpo": ratio, "results": results,
+    json.dump({"config": SIZES.get(args.size, "base model"), "args": vars(args),
+               "matmul_flops_per_s": peak, "stepopsd_over_grpo": ratio, "results": results,
                "versions": {"jax": jax.__version__, "python": platform.python_version()},
                "cpu_count": os.cpu_count(), "device": str(jax.devices()[0])}, f, indent=1)
 

@@ -13,13 +13,19 @@ import jax.numpy as jnp
 
 
 def split(tree, n: int):
-  """[B, ...] leaves -> [n, B/n, ...]."""
-  return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), tree)
+  """[B, ...] leaves -> [n, B/n, ...], interleaved: micro-batch i holds rows i, i + n, i + 2n...
+
+  Rows are sharded over the devices in contiguous blocks, so a contiguous cut would put each
+  micro-batch on a fraction of the devices (and leave the others idle, or make the compiler
+  move rows); interleaved, every micro-batch keeps rows of every device's block.
+  """
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x.reshape((x.shape[0] // n, n) + x.shape[1:]), 0, 1), tree)
 
 
 def join(tree):
-  """[n, B/n, ...] leaves -> [B, ...]."""
-  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+  """The inverse of `split`: [n, B/n, ...] leaves -> [B, ...] in the original row order."""
+  return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), tree)
 
 
 def map_rows(fn: Callable, batch: dict, n: int):

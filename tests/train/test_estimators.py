@@ -197,8 +197,11 @@ def test_critic_micro_batches_give_the_full_batch_update():
   (one, m1), (two, m2) = results
   for key in ("value_loss", "value_clip_frac", "value_grad_norm", "explained_variance"):
     np.testing.assert_allclose(m2[key], m1[key], rtol=1e-5, atol=1e-7, err_msg=key)
+  # The micro-batch sums add the rows in another order; Adam divides each gradient by its own
+  # running scale, so a parameter whose gradient is ~0 can move by a rounding-sized fraction of
+  # a full step (lr 1e-2): 1e-4 is 1% of one step.
   for a, b in zip(jax.tree.leaves(one.critic_params), jax.tree.leaves(two.critic_params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
 
 
 def test_bad_estimator_and_knobs_name_the_key():
