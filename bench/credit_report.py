@@ -64,10 +64,16 @@ def summarise(runs: list[dict]) -> dict:
   for name in table:
     variant, est = name.split("/", 1)
     if est == "stepopsd" and f"{variant}/grpo" in table:
-      g = [crossing(r).episodes for r in groups[f"{variant}/grpo"]]
-      s = [crossing(r).episodes for r in groups[name]]
-      ratio, lo, hi = analysis.bootstrap_ratio(g, s)
-      ratios[variant] = dict(grpo_over_stepopsd=ratio, ci95=[lo, hi])
+      g = [crossing(r) for r in groups[f"{variant}/grpo"]]
+      s = [crossing(r) for r in groups[name]]
+      censored = sum(x.censored for x in g + s)
+      if censored == len(g) + len(s):  # neither ever reached the threshold: no ratio
+        ratios[variant] = dict(grpo_over_stepopsd=None, ci95=None, censored=censored,
+                               runs=censored)
+        continue
+      ratio, lo, hi = analysis.bootstrap_ratio([x.episodes for x in g], [x.episodes for x in s])
+      ratios[variant] = dict(grpo_over_stepopsd=ratio, ci95=[lo, hi], censored=censored,
+                             runs=len(g) + len(s))
   return dict(threshold=THRESHOLD, window=WINDOW, table=table, ratios=ratios,
               mechanism=mechanism(groups), heatmap=heatmap(groups))
 
@@ -129,10 +135,20 @@ def markdown(summary: dict) -> str:
         f"| {name} | {len(row['seeds'])} | {bound}{e['mean']:.0f} [{e['ci95'][0]:.0f}, "
         f"{e['ci95'][1]:.0f}] | {e['censored']}/{e['runs']} (budget {row['budget']}) | "
         f"{_fmt(row['final_greedy'])} | {_fmt(row['last5_sampled'])} | {row['minutes']:.1f} |")
-  lines += ["", "| variant | GRPO / StepOPSD episodes to 80% [95% CI] |", "|---|---|"]
+  lines += ["", "| variant | GRPO / StepOPSD episodes to 80% [95% CI] | censored runs |",
+            "|---|---|---|"]
   for variant, r in summary["ratios"].items():
-    lines.append(f"| {variant} | {r['grpo_over_stepopsd']:.2f} [{r['ci95'][0]:.2f}, "
-                 f"{r['ci95'][1]:.2f}] |")
+    value = ("— (neither reached 80%)" if r["grpo_over_stepopsd"] is None else
+             f"{r['grpo_over_stepopsd']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]")
+    lines.append(f"| {variant} | {value} | {r['censored']}/{r['runs']} (counted at the budget) |")
+  lines += ["", f"Mean weight on the action tokens over RL steps 1-{WINDOW} (mean over seeds): "
+            "the deciding room's vs the other rooms', in won and in lost trajectories.", "",
+            "| variant / estimator | deciding room, won | other rooms, won | deciding room, lost "
+            "| other rooms, lost |", "|---|---|---|---|---|"]
+  for name, curves in summary["mechanism"].items():
+    early = lambda k: np.nanmean(curves[k][:WINDOW]) if curves[k] else float("nan")
+    lines.append(f"| {name} | {early('critical_won'):.3f} | {early('other_won'):.3f} | "
+                 f"{early('critical_lost'):.3f} | {early('other_lost'):.3f} |")
   return "\n".join(lines)
 
 

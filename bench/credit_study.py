@@ -1,6 +1,7 @@
 """The credit-lab study: does StepOPSD assign credit better than GRPO, where, and by how much.
 
-    python bench/credit_study.py [--quick] [--only VARIANT:EST,EST ...] [--seeds N ...] [--report]
+    python bench/credit_study.py [--quick] [--only VARIANT:EST,EST ...] [--seeds N ...]
+        [--match NAME_PATTERN ...] [--report]
         [--out bench/results/credit_study] [--cache DIR]
 
 One JSON per (variant, estimator, seed, knobs) run under `--out`; a run whose JSON exists is
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import os
 import shutil
@@ -147,7 +149,7 @@ def run_one(run: Run, out_dir: str, cache: str) -> dict:
                 eval_before=next(e["success"] for e in evals if e["step"] == 0
                                  and "success" in e),
                 eval_after=final["success"], seconds=time.perf_counter() - start,
-                commit=_commit())
+                commit=COMMIT)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(record, f, indent=1)
@@ -168,10 +170,16 @@ def _commit() -> str:
   return rev + ("+dirty" if dirty else "")
 
 
+COMMIT = _commit()  # at import: the code this process runs, whatever the tree says later
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="1 seed, main and null, grpo vs stepopsd")
   p.add_argument("--only", nargs="*", default=(), help="VARIANT[:EST,EST] to run (default all)")
+  p.add_argument("--match", nargs="*", default=(),
+                 help="only runs whose name matches one of these shell patterns, e.g. "
+                      "'main_stepopsd_alpha_clip0.4_*' (names: VARIANT_EST[_KNOBS]_seedN)")
   p.add_argument("--seeds", nargs="*", type=int, default=(),
                  help="only these seeds (default all), e.g. to run seed 0 of every arm first")
   p.add_argument("--out", default="bench/results/credit_study")
@@ -184,7 +192,8 @@ def main(argv=None) -> int:
   os.makedirs(args.cache, exist_ok=True)
   if not args.report:
     for run in grid(args.quick):
-      if _selected(run, args.only) and (not args.seeds or run.seed in args.seeds):
+      if (_selected(run, args.only) and (not args.seeds or run.seed in args.seeds)
+          and (not args.match or any(fnmatch.fnmatch(run.name, m) for m in args.match))):
         print(f"=== {run.name}", flush=True)
         run_one(run, args.out, args.cache)
   from bench import credit_report  # pylint: disable=g-import-not-at-top

@@ -56,6 +56,10 @@ def summary(workdir: str, wall: float) -> dict:
       wall_s=wall,
       success=[r["rollout/success"] for r in rows if "rollout/success" in r],
       weight_std=[r.get("train/weight_std", 0.0) for r in train],
+      # over the control tokens whose advantage is not 0 (None: a step with none of them)
+      weight_acting_std=[r["train/weight_acting_std"] if r.get("train/acting_control_frac")
+                         else None for r in train],
+      acting_control_frac=[r.get("train/acting_control_frac", 0.0) for r in train],
       delta_std=[r.get("train/delta_std", 0.0) for r in train],
       weight_won=pick("train/weight_won_step"), weight_lost=pick("train/weight_lost_step"),
       rollout_s=float(np.median([r["time/rollout_s"] for r in rows if "time/rollout_s" in r])),
@@ -64,13 +68,20 @@ def summary(workdir: str, wall: float) -> dict:
 
 
 def table(result: dict) -> str:
-  lines = ["| run | wall | sampled success, steps 1-5 → last 5 | greedy eval by step | "
-           "weight std (steps 1-5 / all) | rollout + update per step |", "|---|---|---|---|---|---|"]
+  lines = ["| run | wall | sampled success, steps 1-5 → last 5 | greedy eval (96 held-out tasks) "
+           "at step " + " / ".join(str(k) for k in next(iter(result["runs"].values()))["eval"])
+           + " | weight std on control tokens, steps 1-5 / all | the same where A ≠ 0 "
+           "(steps with such tokens) | rollout + update per step |",
+           "|---|---|---|---|---|---|---|"]
   for name, r in result["runs"].items():
     s, w = r["success"], r["weight_std"]
-    ev = ", ".join(f"{k}: {v:.2f}" for k, v in r["eval"].items())
-    lines.append(f"| {name} | {r['wall_s'] / 60:.1f} min | {np.mean(s[:5]):.2f} → "
-                 f"{np.mean(s[-5:]):.2f} | {ev} | {np.mean(w[:5]):.3f} / {np.mean(w):.3f} | "
+    ev = " / ".join(f"{v:.2f}" for v in r["eval"].values())
+    acting = [x for x in r.get("weight_acting_std", []) if x is not None]
+    std = f"{np.mean(w[:5]):.3f} / {np.mean(w):.3f}" if any(w) else "—"
+    act = f"{np.mean(acting):.3f} ({len(acting)} of {len(w)})" if acting and any(w) else "—"
+    label = f"`{name}`" + (" (command 1)" if name == "stepopsd" else "")
+    lines.append(f"| {label} | {r['wall_s'] / 60:.1f} min | {np.mean(s[:5]):.2f} → "
+                 f"{np.mean(s[-5:]):.2f} | {ev} | {std} | {act} | "
                  f"{r['rollout_s']:.1f} s + {r['train_s']:.1f} s |")
   return "\n".join(lines)
 

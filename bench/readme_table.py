@@ -1,10 +1,11 @@
-"""Regenerates the README's benchmark table from `bench/results/*.json`, so it cannot drift.
+"""Regenerates the README's measured tables from `bench/results/*.json`, so they cannot drift.
 
     python bench/readme_table.py [--check]
 
-Rewrites the lines between `<!-- bench-table:begin -->` and `<!-- bench-table:end -->` in
-README.md; `--check` only reports whether the README is up to date (exit 1 if not). A result
-file that is missing is left out of the table (with its command, so it can be produced).
+Rewrites the lines between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in README.md for each
+block: `main-job` (`bench/main_job.py`'s table), `bench-table` (step, sampler and rollout
+benchmarks) and `credit-study` (`bench/credit_report.py`'s tables of the study's summary); `--check` only reports whether the README is up to date (exit 1 if not). A result
+file that is missing is left out (with its command, so it can be produced).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 RESULTS = os.path.join(ROOT, "bench", "results")
-BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
+BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"  # the benchmark block
 STEP_RUNS = (  # (json, command)
     ("step_main.json", "python bench/step.py --size main --out bench/results/step_main.json"),
     ("step.json", "python bench/step.py"),
@@ -24,6 +25,9 @@ STEP_RUNS = (  # (json, command)
                          "--out bench/results/step_medium.json"),
     ("step_large.json", "python bench/step.py --size large --rows 8 "
                         "--out bench/results/step_large.json"),
+    ("step_micro.json", "XLA_FLAGS=--xla_force_host_platform_device_count=8 python "
+                        "bench/step.py --devices 8 --micro-batches 4 "
+                        "--out bench/results/step_micro.json"),
 )
 SAMPLERS = (("sampler.json", "python bench/sampler.py --torch-threads 1"),
             ("sampler_main.json", "python bench/sampler.py --torch-threads 1 --size main "
@@ -47,6 +51,8 @@ def step_row(name: str, command: str, d: dict) -> str:
   model = "base model" if a["size"] == "main" else \
       f"hidden {d['config']['hidden_size']}, {d['config']['num_layers']} layers"
   teacher = a.get("teacher") or a["prompt"] + 32
+  if a.get("devices", 1) > 1 or a.get("micro_batches", 1) > 1:
+    model += f"; {a['devices']} devices, {a['micro_batches']} micro-batches"
   return (f"| `{command}` ({model}; {a['rows']} rows × {a['prompt']} (teacher {teacher}) + "
           f"{a['response']} tokens) | {g['step_s']:.2f} s / {s['step_s']:.2f} s | "
           f"**{s['step_s'] / g['step_s']:.2f}×** | {pct(g):.0f}% / {pct(s):.0f}% of "
@@ -120,6 +126,41 @@ def table() -> str:
   return "\n".join(lines)
 
 
+def main_job_table() -> str:
+  d = _load("main_job.json")
+  if d is None:
+    return "Not yet measured: `python bench/main_job.py`."
+  sys.path.insert(0, ROOT)
+  from bench import main_job  # pylint: disable=g-import-not-at-top  (matplotlib: only here)
+  return main_job.table(d)
+
+
+def credit_study_table() -> str:
+  d = _load(os.path.join("credit_study", "summary.json"))
+  if d is None:
+    return "Not yet run: `python bench/credit_study.py`."
+  sys.path.insert(0, ROOT)
+  from bench import credit_report  # pylint: disable=g-import-not-at-top
+  return credit_report.markdown(d)
+
+
+BLOCKS = {"main-job": main_job_table, "bench-table": lambda: table(),
+          "credit-study": credit_study_table}
+
+
+def render(text: str) -> str:
+  """`text` with every block's lines regenerated; a missing marker is an error naming it."""
+  for name, make in BLOCKS.items():
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+      raise ValueError(f"README has no {begin} ... {end} block: add the two markers where the "
+                       "table goes.")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    text = f"{head}{begin}\n{make()}\n{end}{tail}"
+  return text
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
@@ -127,20 +168,18 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   with open(args.readme) as f:
     text = f.read()
-  if BEGIN not in text or END not in text:
-    print(f"{args.readme} has no {BEGIN} ... {END} block: add the two markers where the table "
-          "goes.", file=sys.stderr)
+  try:
+    new = render(text)
+  except ValueError as e:
+    print(f"{args.readme}: {e}", file=sys.stderr)
     return 2
-  head, rest = text.split(BEGIN, 1)
-  _, tail = rest.split(END, 1)
-  new = f"{head}{BEGIN}\n{table()}\n{END}{tail}"
   if args.check:
-    print("README benchmark table is up to date" if new == text else
-          "README benchmark table is out of date: run python bench/readme_table.py")
+    print("README tables are up to date" if new == text else
+          "README tables are out of date: run python bench/readme_table.py")
     return 0 if new == text else 1
   with open(args.readme, "w") as f:
     f.write(new)
-  print(f"wrote the benchmark table into {args.readme}")
+  print(f"wrote the measured tables into {args.readme}")
   return 0
 
 
