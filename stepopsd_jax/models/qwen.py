@@ -305,7 +305,7 @@ def _decode_layer(c: QwenConfig, w: dict, x_BxD, positions_B, key_mask_BxS, cach
                cache["v"].dtype), (zero, zero, index, zero))}
   # Batched matmuls over (B, K), accumulated in f32. A broadcast multiply + sum here (XLA CPU
   # fuses it into one reduction) took 126x as long with one query head per KV head (G = 1, the
-  # shipped base model) and 2x with G = 2 (bench/sampler.py; the #17 notes).
+  # shipped base model) and 2x with G = 2 (profiled; `bench/sampler.py --size main` times it).
   f32 = jnp.float32
   scores_BxKxGxS = jnp.einsum("bkgh,bkhs->bkgs", q_BxKxGxH.astype(cache["k"].dtype), cache["k"],
                               preferred_element_type=f32) * (h ** -0.5)

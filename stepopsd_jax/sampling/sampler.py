@@ -112,7 +112,7 @@ def sample_token(logits_BxV: Array, rng: Array, params: SamplingParams):
 
 def first_argmax(x_BxV: Array) -> Int[Array, "B"]:
   """`jnp.argmax` over the last axis (the first index of the maximum), as a max and a min: on
-  CPU XLA's (value, index) pair reduction took ~2.5x as long (bench/sampler.py's profile)."""
+  CPU XLA's (value, index) pair reduction took ~2.5x as long (a profile of the decode loop)."""
   v = x_BxV.shape[-1]
   top = jnp.max(x_BxV, axis=-1, keepdims=True)
   return jnp.min(jnp.where(x_BxV == top, jnp.arange(v, dtype=jnp.int32), v), axis=-1)
