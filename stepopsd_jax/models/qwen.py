@@ -133,6 +133,27 @@ def _gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim):
   return out.reshape(b, t, n, h)
 
 
+@jax.custom_vjp
+def silu(x: Array) -> Array:
+  """x * sigmoid(x) with a hand-written backward that reuses the forward's sigmoid. Autodiff's
+  backward recomputed it inside a fusion that writes the [tokens, F] gradient transposed for the
+  weight-gradient matmul: 15% of the main job's train step on CPU; this cut the step by ~8%."""
+  return x * jax.nn.sigmoid(x)
+
+
+def _silu_fwd(x):
+  s = jax.nn.sigmoid(x)
+  return x * s, (x, s)
+
+
+def _silu_bwd(res, g):
+  x, s = res
+  return (g * (s * (1 + x * (1 - s))),)
+
+
+silu.defvjp(_silu_fwd, _silu_bwd)
+
+
 class MLP(nn.Module):
   """SwiGLU: down(silu(gate(x)) * up(x))."""
   config: QwenConfig
@@ -145,7 +166,7 @@ class MLP(nn.Module):
     up = _param(self, "up_kernel", _kernel_init, shape_in, ("embed", "mlp"), c.jnp_param_dtype)
     down = _param(self, "down_kernel", _kernel_init, shape_out, ("mlp", "embed"), c.jnp_param_dtype)
     dt = x_BxTxD.dtype
-    h_BxTxF = nn.silu(x_BxTxD @ gate.astype(dt)) * (x_BxTxD @ up.astype(dt))  # L.mlp.gate/up_proj
+    h_BxTxF = silu(x_BxTxD @ gate.astype(dt)) * (x_BxTxD @ up.astype(dt))  # L.mlp.gate/up_proj
     return h_BxTxF @ down.astype(dt)  # L.mlp.down_proj
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stepopsd_jax import models
+from stepopsd_jax.models import qwen
 from stepopsd_jax.models.qwen import Qwen
 
 
@@ -117,3 +118,12 @@ def test_decode_step_equals_full_recompute(name):
     key_mask = key_mask.at[:, t].set(True)
     out, cache = step(weights, tokens[:, t], positions[:, t], key_mask, cache, t)
     np.testing.assert_allclose(out, full[:, t], atol=2e-5, rtol=1e-5)
+
+
+def test_silu_backward_equals_autodiff_of_the_formula():
+  x = jax.random.normal(jax.random.key(0), (64, 33)) * 4
+  g = jax.random.normal(jax.random.key(1), (64, 33))
+  ours = jax.vjp(qwen.silu, x)[1](g)[0]
+  ref = jax.vjp(lambda v: v * jax.nn.sigmoid(v), x)[1](g)[0]  # plain autodiff
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(qwen.silu(x)), np.asarray(jax.nn.silu(x)), rtol=1e-6)
