@@ -75,7 +75,26 @@ def summarise(runs: list[dict]) -> dict:
       ratios[variant] = dict(grpo_over_stepopsd=ratio, ci95=[lo, hi], censored=censored,
                              runs=len(g) + len(s))
   return dict(threshold=THRESHOLD, window=WINDOW, table=table, ratios=ratios,
-              mechanism=mechanism(groups), heatmap=heatmap(groups))
+              paired=paired(groups), mechanism=mechanism(groups), heatmap=heatmap(groups))
+
+
+def paired(groups) -> dict:
+  """Each arm against GRPO of the same variant and seed (same warm-up, same rollout seeds): in
+  how many RL steps the sampled success differs, and GRPO's episodes to 80% minus the arm's."""
+  out = {}
+  for name, rs in sorted(groups.items()):
+    variant, est = name.split("/", 1)
+    base = {r["run"]["seed"]: r for r in groups.get(f"{variant}/grpo", [])}
+    if est == "grpo" or not base:
+      continue
+    pairs = [(base[r["run"]["seed"]], r) for r in rs if r["run"]["seed"] in base]
+    if pairs:
+      out[name] = dict(
+          seeds=[g["run"]["seed"] for g, _ in pairs],
+          steps_differing=[int(np.sum(~np.isclose(g["success"], r["success"]))) for g, r in pairs],
+          steps=[len(r["success"]) for _, r in pairs],
+          episodes_saved=[crossing(g).episodes - crossing(r).episodes for g, r in pairs])
+  return out
 
 
 def _mean_ci(values) -> dict:
@@ -141,6 +160,15 @@ def markdown(summary: dict) -> str:
     value = ("— (neither reached 80%)" if r["grpo_over_stepopsd"] is None else
              f"{r['grpo_over_stepopsd']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]")
     lines.append(f"| {variant} | {value} | {r['censored']}/{r['runs']} (counted at the budget) |")
+  lines += ["", "Paired with GRPO of the same variant and seed (same warm-up, same rollout seeds): "
+            "RL steps whose sampled success differs, and GRPO's episodes to 80% minus the arm's "
+            "(> 0: the arm was faster), per seed.", "",
+            "| variant / estimator | seeds | steps with a different success | episodes saved |",
+            "|---|---|---|---|"]
+  for name, p in summary.get("paired", {}).items():
+    lines.append(f"| {name} | {', '.join(map(str, p['seeds']))} | "
+                 f"{', '.join(f'{d}/{n}' for d, n in zip(p['steps_differing'], p['steps']))} | "
+                 f"{', '.join(f'{e:+.0f}' for e in p['episodes_saved'])} |")
   lines += ["", f"Mean weight on the action tokens over RL steps 1-{WINDOW} (mean over seeds): "
             "the deciding room's vs the other rooms', in won and in lost trajectories.", "",
             "| variant / estimator | deciding room, won | other rooms, won | deciding room, lost "

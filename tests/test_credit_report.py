@@ -33,3 +33,6 @@ def test_summary_counts_episodes_to_threshold_and_refuses_a_ratio_of_two_censore
   assert summary["table"]["null/grpo"]["episodes_to_80"]["censored"] == 1
   text = credit_report.markdown(summary)
   assert "| null | — (neither reached 80%) |" in text and "| main | 1.33 [1.33, 1.33] |" in text
+  # paired by seed: the curves differ at steps 3 and 4 (0.5 vs 0.9); GRPO needed 20 more
+  assert summary["paired"]["main/stepopsd"]["steps_differing"] == [2, 2]
+  assert summary["paired"]["main/stepopsd"]["episodes_saved"] == [20, 20]
