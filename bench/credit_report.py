@@ -239,10 +239,11 @@ def _plot_heatmap(summary: dict, out_dir: str) -> None:
   lams = sorted({float(k.split(",")[1]) for k in cells})
   if len(alphas) < 2 or len(lams) < 2:
     return
-  grid = np.full((len(alphas), len(lams)), np.nan)
+  grid, runs = np.full((len(alphas), len(lams)), np.nan), {}
   for k, v in cells.items():
     a, lam = map(float, k.split(","))
     grid[alphas.index(a), lams.index(lam)] = v["mean"]
+    runs[alphas.index(a), lams.index(lam)] = v["runs"]
   fig, ax = plt.subplots(figsize=(4.4, 3.6))
   im = ax.imshow(grid, cmap="viridis_r")
   ax.set(xticks=range(len(lams)), xticklabels=[f"{x:g}" for x in lams], xlabel="lambda_mix",
@@ -251,7 +252,8 @@ def _plot_heatmap(summary: dict, out_dir: str) -> None:
   for i in range(len(alphas)):
     for j in range(len(lams)):
       if np.isfinite(grid[i, j]):
-        ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=8)
+        ax.text(j, i, f"{grid[i, j]:.0f}\n({runs[i, j]} seeds)", ha="center", va="center",
+                color="w", fontsize=8)
   fig.colorbar(im)
   fig.tight_layout()
   fig.savefig(os.path.join(out_dir, "heatmap_main.png"), dpi=110)
