@@ -174,7 +174,8 @@ def markdown(summary: dict) -> str:
             "| variant / estimator | deciding room, won | other rooms, won | deciding room, lost "
             "| other rooms, lost |", "|---|---|---|---|---|"]
   for name, curves in summary["mechanism"].items():
-    early = lambda k: np.nanmean(curves[k][:WINDOW]) if curves[k] else float("nan")
+    early = lambda k: (np.nanmean(curves[k][:WINDOW]) if np.isfinite(curves[k][:WINDOW]).any()
+                       else float("nan"))
     lines.append(f"| {name} | {early('critical_won'):.3f} | {early('other_won'):.3f} | "
                  f"{early('critical_lost'):.3f} | {early('other_lost'):.3f} |")
   return "\n".join(lines)
