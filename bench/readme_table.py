@@ -144,7 +144,7 @@ def credit_study_table() -> str:
   return credit_report.markdown(d)
 
 
-BLOCKS = {"main-job": main_job_table, "bench-table": lambda: table(),
+BLOCKS = {"main-job": main_job_table, "bench-table": table,
           "credit-study": credit_study_table}
 
 
