@@ -17,6 +17,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 RESULTS = os.path.join(ROOT, "bench", "results")
+sys.path.insert(0, ROOT)  # bench.* renderers, imported where used (matplotlib)
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"  # the benchmark block
 STEP_RUNS = (  # (json, command)
     ("step_main.json", "python bench/step.py --size main --out bench/results/step_main.json"),
@@ -80,22 +81,10 @@ def sampler_rows(command: str, d: dict) -> list[str]:
 
 
 def split_rows(command: str, d: dict) -> list[str]:
-  rows = d["results"]
-  out = [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts after a "
-         "compiling one; parts under 1% everywhere are left out, `other` included):", "",
-         "| part | " + " | ".join(f"{r['env']} ({r['episodes_per_rollout']} episodes)"
-                                  for r in rows) + " |",
-         "|---|" + "---:|" * len(rows)]
-  for k in rows[0]["seconds"]:
-    if max(r["fraction"][k] for r in rows) < 0.01:
-      continue
-    out.append(f"| {k} | " + " | ".join(
-        f"{r['seconds'][k]:.2f} s ({100 * r['fraction'][k]:.0f}%)" for r in rows) + " |")
-  out.append("| **total** | " + " | ".join(f"**{r['total_s']:.2f} s**" for r in rows) + " |")
-  for k in rows[0]["waste"]:
-    out.append(f"| wasted slots: {k.replace('_', ' ')} | " + " | ".join(
-        f"{100 * r['waste'][k]:.0f}%" for r in rows) + " |")
-  return out
+  from bench import rollout_split  # pylint: disable=g-import-not-at-top
+  return [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts after a "
+          "compiling one; parts under 1% everywhere are left out, `other` included):", "",
+          rollout_split.table(d["results"], min_fraction=0.01)]
 
 
 def table() -> str:
@@ -130,7 +119,6 @@ def main_job_table() -> str:
   d = _load("main_job.json")
   if d is None:
     return "Not yet measured: `python bench/main_job.py`."
-  sys.path.insert(0, ROOT)
   from bench import main_job  # pylint: disable=g-import-not-at-top  (matplotlib: only here)
   return main_job.table(d)
 
@@ -139,7 +127,6 @@ def credit_study_table() -> str:
   d = _load(os.path.join("credit_study", "summary.json"))
   if d is None:
     return "Not yet run: `python bench/credit_study.py`."
-  sys.path.insert(0, ROOT)
   from bench import credit_report  # pylint: disable=g-import-not-at-top
   return credit_report.markdown(d)
 

@@ -99,16 +99,20 @@ def split(name: str, data: str, rollouts: int) -> dict:
           "waste": waste, "counts": values}
 
 
-def table(rows: list[dict]) -> str:
-  keys = list(rows[0]["seconds"])
-  lines = ["| part | " + " | ".join(r["env"] for r in rows) + " |",
+def table(rows: list[dict], min_fraction: float = 0.0) -> str:
+  """The split as a markdown table, one column per env; parts below `min_fraction` of every
+  env's total are left out."""
+  lines = ["| part | " + " | ".join(f"{r['env']} ({r['episodes_per_rollout']} episodes)"
+                                  for r in rows) + " |",
            "|---|" + "---:|" * len(rows)]
-  for k in keys:
+  for k in rows[0]["seconds"]:
+    if max(r["fraction"][k] for r in rows) < min_fraction:
+      continue
     lines.append(f"| {k} | " + " | ".join(
         f"{r['seconds'][k]:.2f} s ({100 * r['fraction'][k]:.0f}%)" for r in rows) + " |")
   lines.append("| **total** | " + " | ".join(f"**{r['total_s']:.2f} s**" for r in rows) + " |")
   for k in rows[0]["waste"]:
-    lines.append(f"| waste: {k.replace('_', ' ')} | " + " | ".join(
+    lines.append(f"| wasted slots: {k.replace('_', ' ')} | " + " | ".join(
         f"{100 * r['waste'][k]:.0f}%" for r in rows) + " |")
   return "\n".join(lines)
 
