@@ -6,6 +6,9 @@
 
 One JSON per (variant, estimator, seed, knobs) run under `--out`; a run whose JSON exists is
 skipped, so a stopped study continues where it stopped and partial results are usable.
+`--quick` (seed 0 of GRPO and StepOPSD on `main` and `null`, warm-ups included) writes under
+`bench/results/credit_study_quick/` by default, so it runs rather than finding the full study's
+JSONs, and records its wall time there (`quick.json`).
 `--report` (also run at the end) reads every JSON and writes the tables (`summary.json`,
 `summary.md`) and the plots (`*.png`) next to them.
 
@@ -182,22 +185,32 @@ def main(argv=None) -> int:
                       "'main_stepopsd_alpha_clip0.4_*' (names: VARIANT_EST[_KNOBS]_seedN)")
   p.add_argument("--seeds", nargs="*", type=int, default=(),
                  help="only these seeds (default all), e.g. to run seed 0 of every arm first")
-  p.add_argument("--out", default="bench/results/credit_study")
+  p.add_argument("--out", help="default bench/results/credit_study (_quick with --quick)")
   p.add_argument("--cache", default=os.path.join(
       os.environ.get("STEPOPSD_CACHE_DIR", os.path.expanduser("~/.cache/stepopsd")),
       "credit_study"))
   p.add_argument("--report", action="store_true", help="only (re)write the summary and plots")
   args = p.parse_args(argv)
+  args.out = args.out or "bench/results/credit_study" + "_quick" * args.quick
   os.makedirs(args.out, exist_ok=True)
   os.makedirs(args.cache, exist_ok=True)
+  start, ran = time.perf_counter(), []
   if not args.report:
     for run in grid(args.quick):
       if (_selected(run, args.only) and (not args.seeds or run.seed in args.seeds)
           and (not args.match or any(fnmatch.fnmatch(run.name, m) for m in args.match))):
         print(f"=== {run.name}", flush=True)
+        if not os.path.exists(os.path.join(args.out, run.name + ".json")):
+          ran.append(run.name)  # else run_one reads the JSON back
         run_one(run, args.out, args.cache)
   from bench import credit_report  # pylint: disable=g-import-not-at-top
   print(credit_report.write(args.out))
+  wall = time.perf_counter() - start
+  print(f"wall time: {wall / 60:.1f} min, {len(ran)} runs run (the others read back)")
+  if args.quick:
+    with open(os.path.join(args.out, "quick.json"), "w") as f:
+      json.dump({"wall_s": wall, "runs": ran, "cache": args.cache, "commit": COMMIT,
+                 "cpu_count": os.cpu_count()}, f, indent=1)
   return 0
 
 

@@ -21,7 +21,11 @@ sys.path.insert(0, ROOT)  # bench.* renderers, imported where used (matplotlib)
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"  # the benchmark block
 STEP_RUNS = (  # (json, command)
     ("step_main.json", "python bench/step.py --size main --out bench/results/step_main.json"),
+    ("step_main_micro8.json", "python bench/step.py --size main --micro-batches 8 "
+                              "--out bench/results/step_main_micro8.json"),
     ("step.json", "python bench/step.py"),
+    ("step_micro4.json", "python bench/step.py --micro-batches 4 "
+                         "--out bench/results/step_micro4.json"),
     ("step_medium.json", "python bench/step.py --size medium --rows 16 "
                          "--out bench/results/step_medium.json"),
     ("step_large.json", "python bench/step.py --size large --rows 8 "
@@ -53,9 +57,12 @@ def step_row(name: str, command: str, d: dict) -> str:
       f"hidden {d['config']['hidden_size']}, {d['config']['num_layers']} layers"
   teacher = a.get("teacher") or a["prompt"] + 32
   if a.get("devices", 1) > 1 or a.get("micro_batches", 1) > 1:
-    model += f"; {a['devices']} devices, {a['micro_batches']} micro-batches"
+    model += (f"; {a['devices']} device{'s' * (a['devices'] > 1)}, "
+              f"{a['micro_batches']} micro-batches")
+  split = (f" ({by['stepopsd_split']['step_s']:.2f} s with a trajectory across micro-batches)"
+           if "stepopsd_split" in by else "")
   return (f"| `{command}` ({model}; {a['rows']} rows × {a['prompt']} (teacher {teacher}) + "
-          f"{a['response']} tokens) | {g['step_s']:.2f} s / {s['step_s']:.2f} s | "
+          f"{a['response']} tokens) | {g['step_s']:.2f} s / {s['step_s']:.2f} s{split} | "
           f"**{s['step_s'] / g['step_s']:.2f}×** | {pct(g):.0f}% / {pct(s):.0f}% of "
           f"{peak / 1e9:.0f} GFLOP/s |")
 

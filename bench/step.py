@@ -12,6 +12,11 @@ Prints a table and writes JSON (default bench/results/step.json): step time of e
 (`tools.aot.step_flops`; XLA's `cost_analysis` counts the layer scan's body once, so its number,
 also printed, is ~num_layers× too low), the achieved FLOP/s, and the machine's own matmul
 FLOP/s (`jnp.dot` of large f32 matrices) measured in the same run.
+
+With `--micro-batches` > 1 StepOPSD is timed twice: on the rows as the trainer passes them
+(`micro.arrange`: each trajectory in one micro-batch, so each micro-batch shapes its own
+advantages) and on the rows as generated, where a trajectory spans micro-batches and the step
+runs the extra gradient-free student pass its trajectory budget then needs (`stepopsd_split`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from stepopsd_jax import models, pretrain, sharding, train  # noqa: E402
 from stepopsd_jax.batch import StepBatch  # noqa: E402
 from stepopsd_jax.models import hf_io  # noqa: E402
 from stepopsd_jax.tools import aot, memory  # noqa: E402
+from stepopsd_jax.train import micro  # noqa: E402
 from bench.limits import matmul_flops_per_s  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
 
@@ -55,7 +61,7 @@ def bench_model(size: str) -> models.QwenConfig:
 
 
 def time_step(config, estimator: str, batch, repeats: int, devices: int = 1,
-              micro_batches: int = 1) -> dict:
+              micro_batches: int = 1, label: str = "") -> dict:
   mesh = sharding.make_mesh(devices=jax.devices()[:devices])  # rows over `devices` (data)
   tx = train.make_optimizer(1e-5, 0, 100)
   cfg = train.StepConfig(estimator=estimator, micro_batches=micro_batches)
@@ -79,8 +85,12 @@ def time_step(config, estimator: str, batch, repeats: int, devices: int = 1,
   shapes = memory.Shapes(rows=b, prompt_len=batch.prompt_tokens.shape[1],
                          teacher_len=batch.teacher_prompt_tokens.shape[1],
                          response_len=batch.response_tokens.shape[1], sample_rows=b)
-  executed, _ = aot.step_flops(config, cfg, shapes)
-  return {"estimator": estimator, "compile_s": compile_s, "step_s": statistics.median(times),
+  executed, _ = aot.step_flops(config, cfg, shapes, split_trajectories=not bool(
+      metrics.get("micro_whole_trajectories", True)))
+  whole = metrics.get("micro_whole_trajectories")
+  return {"estimator": label or estimator, "compile_s": compile_s,
+          "step_s": statistics.median(times),
+          "micro_whole_trajectories": None if whole is None else float(whole),
           "times_s": times, "flops": executed,
           "xla_cost_analysis_flops": float(cost.get("flops", float("nan")))}
 
@@ -108,9 +118,13 @@ def main(argv=None):
   batch = random_step_batch(config.vocab_size, rows=args.rows, prompt=args.prompt,
                             teacher=args.teacher, response=args.response)
   peak = matmul_flops_per_s()
-  results = [time_step(config, e, batch, args.repeats, args.devices, args.micro_batches)
-             for e in ("grpo", "stepopsd")]
-  grpo, opsd = results
+  n = args.micro_batches
+  runs = [("grpo", batch, ""), ("stepopsd", micro.arrange(batch, n), "")]
+  if n > 1:
+    runs.append(("stepopsd", batch, "stepopsd_split"))
+  results = [time_step(config, e, b, args.repeats, args.devices, n, label)
+             for e, b, label in runs]
+  grpo, opsd = results[:2]
   print(f"| estimator | step s | compile s | GFLOP (hand) | GFLOP (XLA, scan body once) | "
         f"GFLOP/s | % of matmul ({peak / 1e9:.1f} GFLOP/s) |\n|---|---:|---:|---:|---:|---:|---:|")
   for r in results:

@@ -26,6 +26,7 @@ from stepopsd_jax import sharding
 from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.rollout import RolloutTally, merge_tallies
 from stepopsd_jax.rollout.stepbatch import check_ids
+from stepopsd_jax.train import micro
 
 
 def offset_ids(batch: StepBatch, process_index: int) -> StepBatch:
@@ -36,14 +37,18 @@ def offset_ids(batch: StepBatch, process_index: int) -> StepBatch:
   return batch.replace(traj_id=batch.traj_id + offset, group_id=batch.group_id + offset)
 
 
-def global_step_batch(batch: StepBatch, mesh: Mesh, pad_id: int = 0) -> StepBatch:
-  """This process's StepBatch as its rows of a global batch; unchanged on a single process."""
+def global_step_batch(batch: StepBatch, mesh: Mesh, pad_id: int = 0,
+                      micro_batches: int = 1) -> StepBatch:
+  """This process's StepBatch as its rows of a global batch; unchanged on a single process
+  except that, with `micro_batches` > 1, rows are ordered so each trajectory's rows fall in one
+  micro-batch where they pack (`micro.arrange`: StepOPSD's budget then needs no extra pass)."""
   if jax.process_count() == 1:
-    return batch
+    return micro.arrange(batch, micro_batches)
   size = batch.sizes()
   rows, prompt, teacher = sharding.widest((size["B"], size["P"], size["T"]))
   local = offset_ids(batch.repad(rows, prompt, teacher, pad_id=pad_id), jax.process_index())
-  return sharding.to_global(local, mesh)
+  # process i's rows start at i * rows: residues mod micro_batches line up when rows divides
+  return sharding.to_global(micro.arrange(local, micro_batches), mesh)
 
 
 def allgather_json(obj: Any) -> list[Any]:

@@ -137,8 +137,10 @@ class _Loop:
                       env_seed=step * jax.process_count() + jax.process_index())
     rollout_s = time.perf_counter() - t0
     self.flush()  # the rollout waited for the previous step's parameters: its metrics are ready
-    batch = multihost.global_step_batch(rollout.batch, self.setup.mesh,
-                                        self.setup.tokenizer.pad_token_id)
+    cfg = self.setup.step_cfg
+    batch = multihost.global_step_batch(
+        rollout.batch, self.setup.mesh, self.setup.tokenizer.pad_token_id,
+        cfg.micro_batches if cfg.shapes_credit and cfg.credit_budget == "trajectory" else 1)
     dispatched = time.perf_counter()
     state, metrics = self.step_fn(state, batch, jax.random.fold_in(self.train_rng, step))
     rollout_metrics = multihost.global_rollout_metrics(rollout.tally)  # all processes' episodes

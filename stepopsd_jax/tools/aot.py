@@ -137,7 +137,8 @@ SUGGEST = ("  suggest: more fsdp (--config.mesh.fsdp=-1 --config.mesh.data=1), "
            "(--config.model.dtype=bfloat16), or a larger topology")
 
 
-def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes) -> tuple[float, float]:
+def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes,
+               split_trajectories: bool = False) -> tuple[float, float]:
   """(executed, model) FLOPs of one step over all devices, counted by hand.
 
   Per token and forward: 2 x the layer weights (embeddings excluded) + 4 T N H L for attention
@@ -145,6 +146,8 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes) -> tuple[float,
   forwards (4 with remat), forward-only passes 1: the teacher (stepopsd / opsd), the reference
   (kl_coef > 0), the critic (ppo / steppo: 1 + 3 more for its update). `model` counts what MFU
   conventionally credits: no recompute, causal attention (half the scores).
+  `split_trajectories`: StepOPSD with several micro-batches on a batch where a trajectory spans
+  micro-batches, so the step runs one more (gradient-free) student forward for the budget.
   """
   embed = c.vocab_size * c.hidden_size * (1 if c.tie_embeddings else 2)
   body = models.count_params(c) - embed
@@ -152,7 +155,8 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes) -> tuple[float,
   logits = 2 * c.hidden_size * c.vocab_size * shapes.response_len
   t, tt = shapes.prompt_len + shapes.response_len, shapes.teacher_len + shapes.response_len
   fwd = lambda t, causal=1.0: t * (2 * body + causal * attn(t)) + logits
-  passes = 3 + (c.remat_policy != "none")
+  passes = 3 + (c.remat_policy != "none") + (split_trajectories and cfg.shapes_credit
+                                              and cfg.micro_batches > 1)
   executed = passes * fwd(t) + cfg.needs_teacher * fwd(tt) + (cfg.kl_coef > 0) * fwd(t) + \
       cfg.needs_critic * 4 * fwd(t)
   useful = 3 * fwd(t, 0.5) + cfg.needs_teacher * fwd(tt, 0.5) + (cfg.kl_coef > 0) * fwd(t, 0.5) \

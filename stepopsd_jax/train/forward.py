@@ -4,8 +4,11 @@ reference's without.
 Every forward scores a row's response tokens given its left-padded prompt, so the log-probs of
 all rows line up as [B, R]. The student's forward is run once: with one micro-batch its
 gradient is pulled back through it (`jax.vjp`), so the StepOPSD gap can use its log-probs
-before the loss is formed; with several, the loss recomputes it per micro-batch and a
-gradient-free pass gives the gap's log-probs only when StepOPSD needs them.
+before the loss is formed; with several, the loss runs it per micro-batch and shapes that
+micro-batch's advantages from it. The trajectory credit budget needs every row of a trajectory:
+when some trajectory spans micro-batches (`micro.whole_trajectories`, checked on the device), a
+gradient-free pass over the whole batch gives the gap's log-probs first (`lax.cond`: the pass
+runs only then). `micro.arrange` orders the rows on the host so that it is rarely needed.
 """
 
 from __future__ import annotations
@@ -45,10 +48,14 @@ def logprobs(config: QwenConfig, params, mb: StepBatch, temperature: float, teac
 
 class Student(NamedTuple):
   """The student's log-probs and entropies [B, R]; `pullback` maps their cotangents to the
-  parameters' gradient (None when the loss re-runs the forward per micro-batch)."""
+  parameters' gradient (None when the loss re-runs the forward per micro-batch). `shape_in_loss`
+  says whether each micro-batch shapes its own advantages (several micro-batches, StepOPSD): a
+  bool, or a device bool when it depends on where the batch's trajectories sit; where it is
+  false, `logp` is the gradient-free pass's and the advantages are shaped before the loss."""
   logp: jax.Array | None
   entropy: jax.Array | None
   pullback: Callable | None
+  shape_in_loss: jax.Array | bool = False
 
   @staticmethod
   def of(params, mb: StepBatch, config: QwenConfig, cfg):
@@ -62,9 +69,15 @@ def student_forward(params, batch: StepBatch, config: QwenConfig, cfg) -> Studen
     return Student(logp, entropy, pullback)
   if not cfg.shapes_credit:
     return Student(None, None, None)
-  logp = micro.map_rows(lambda mb: Student.of(jax.lax.stop_gradient(params), mb, config, cfg)[0],
-                        batch, cfg.micro_batches)  # the budget needs every step's gap first
-  return Student(logp, None, None)
+  if cfg.credit_budget != "trajectory":  # a row's weight needs only its own row's gap
+    return Student(None, None, None, shape_in_loss=True)
+  whole = micro.whole_trajectories(batch.traj_id, batch.row_valid, cfg.micro_batches)
+  gradient_free_pass = lambda: micro.map_rows(
+      lambda mb: Student.of(jax.lax.stop_gradient(params), mb, config, cfg)[0], batch,
+      cfg.micro_batches)
+  logp = jax.lax.cond(whole, lambda: jnp.zeros(batch.response_tokens.shape, jnp.float32),
+                      gradient_free_pass)  # the budget needs every step's gap first
+  return Student(logp, None, None, shape_in_loss=whole)
 
 
 def frozen_logprobs(state, batch: StepBatch, config: QwenConfig, cfg) -> dict:

@@ -29,7 +29,7 @@ from stepopsd_jax import algorithms, sharding
 from stepopsd_jax.algorithms import Targets, losses, masked, opsd
 from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.models import QwenConfig
-from stepopsd_jax.train import value_model
+from stepopsd_jax.train import micro, value_model
 from stepopsd_jax.train.config import StepConfig
 from stepopsd_jax.train.forward import Student, frozen_logprobs, logprobs, student_forward
 from stepopsd_jax.train.micro import value_and_grad
@@ -48,14 +48,17 @@ def train_step(state: TrainState, batch: StepBatch, rng: jax.Array, *, config: Q
   targets, estimator_metrics = algorithms.estimate(batch, cfg, old_values)
   targets = targets.replace(**frozen_logprobs(state, batch, config, cfg))
   student = student_forward(state.params, batch, config, cfg)
-  targets = shape_credit(targets, student.logp, batch, cfg)
-  loss, grads, terms = policy_gradients(student, state.params, batch, targets, config, cfg,
-                                        totals)
+  if student.logp is not None:
+    targets = shape_credit(targets, student.logp, batch, cfg)
+  loss, grads, terms, targets = policy_gradients(student, state.params, batch, targets, config,
+                                                 cfg, totals)
   new_state, finite = apply_update(state, grads, loss, tx, cfg)
   critic_metrics = {}
   if cfg.needs_critic:
     new_state, critic_metrics = update_critic(new_state, batch, targets, config, cfg, critic_tx,
                                               totals)
+  if not isinstance(student.shape_in_loss, bool):
+    terms["micro_whole_trajectories"] = student.shape_in_loss.astype(jnp.float32)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
              "skipped_update": (~finite).astype(jnp.float32), **terms,
              **step_metrics(batch, targets, cfg.metric_steps), **estimator_metrics,
@@ -128,23 +131,36 @@ def policy_loss(logp, entropy, mb: StepBatch, targets: Targets, cfg: StepConfig,
   return loss, terms
 
 
+SHAPED = ("adv_tokens", "weights", "delta")  # the Targets fields StepOPSD's shaping writes
+
+
 def policy_gradients(student: Student, params, batch: StepBatch, targets: Targets,
                      config: QwenConfig, cfg: StepConfig, totals):
-  """(loss, gradients, loss terms). One micro-batch: the loss's gradient w.r.t. the student's
-  log-probs pulled back through the forward already run; several: a forward and backward per
-  micro-batch, summed (exact: each loss is normalised batch-wide)."""
+  """(loss, gradients, loss terms, targets). One micro-batch: the loss's gradient w.r.t. the
+  student's log-probs pulled back through the forward already run; several: a forward and
+  backward per micro-batch, summed (exact: each loss is normalised batch-wide). Where
+  `student.shape_in_loss`, each micro-batch shapes its advantages from its own forward (it holds
+  whole trajectories), and the returned targets carry the shaped fields re-joined."""
   loss_fn = functools.partial(policy_loss, cfg=cfg, totals=totals)
   if student.pullback is not None:
     (loss, terms), cotangents = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
         student.logp, student.entropy, batch, targets)
-    return loss, student.pullback(cotangents)[0], terms
+    return loss, student.pullback(cotangents)[0], terms, targets
+
+  in_loss = student.shape_in_loss
 
   def micro_loss(p, mb, t):
     logp, entropy = Student.of(p, mb, config, cfg)
-    return loss_fn(logp, entropy, mb, t)
+    if in_loss is not False:  # ids renumbered: the budget's segment sums have B / n slots
+      own = shape_credit(t, logp, with_dense_ids(mb), cfg)  # the gap is stop-gradient
+      t = own if in_loss is True else t.replace(**{
+          k: jnp.where(in_loss, getattr(own, k), getattr(t, k)) for k in SHAPED})
+    loss, terms = loss_fn(logp, entropy, mb, t)
+    return loss, (terms, {k: getattr(t, k) for k in SHAPED} if in_loss is not False else {})
 
-  loss, grads, terms = value_and_grad(micro_loss, params, batch, targets, cfg.micro_batches)
-  return loss, grads, jax.tree.map(jnp.sum, terms)
+  loss, grads, (terms, shaped) = value_and_grad(micro_loss, params, batch, targets,
+                                                cfg.micro_batches)
+  return loss, grads, jax.tree.map(jnp.sum, terms), targets.replace(**micro.join(shaped))
 
 
 def apply_update(state: TrainState, grads, loss, tx, cfg: StepConfig) -> tuple[TrainState, jax.Array]:

@@ -8,6 +8,7 @@ import pytest
 
 from stepopsd_jax import algorithms, models, sharding, train
 from stepopsd_jax.batch import StepBatch
+from stepopsd_jax.train import micro
 from stepopsd_jax.train import step as step_lib
 from stepopsd_jax.train.forward import response_logprobs
 from tests.train.batches import random_step_batch
@@ -26,6 +27,7 @@ def batch():
 
 
 TX = train.make_optimizer(1e-3, 0, 10)
+_FIXTURE_TRAJ_ID = np.array([0, 0, 1, 2, 2, 2, 3, 0])  # random_step_batch(rows=8), by hand
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,15 +66,28 @@ def test_lambda_zero_reproduces_grpo_parameters(batch):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("estimator,budget", [("grpo", "trajectory"), ("stepopsd", "trajectory")])
-def test_micro_batches_give_the_full_batch_update(batch, estimator, budget):
+@pytest.mark.parametrize("estimator,budget,arranged", [
+    ("grpo", "trajectory", False), ("stepopsd", "trajectory", False),
+    ("stepopsd", "trajectory", True), ("stepopsd", "step", False)])
+def test_micro_batches_give_the_full_batch_update(batch, estimator, budget, arranged):
+  """Two micro-batches train exactly as one: StepOPSD's trajectory budget through the
+  gradient-free pass when a trajectory spans both (the fixture's rows 0, 1), through each
+  micro-batch's own forward when `micro.arrange` put every trajectory in one."""
+  if arranged:
+    batch = micro.arrange(batch, 2)
+    assert not np.array_equal(batch.traj_id, _FIXTURE_TRAJ_ID)  # rows moved
   cfg = train.StepConfig(estimator=estimator, lambda_mix=0.7, credit_budget=budget)
   one, h1 = _run(batch, cfg, steps=2)
   two, h2 = _run(batch, train.StepConfig(**{**cfg.__dict__, "micro_batches": 2}), steps=2)
-  for key in ("loss", "grad_norm", "pg_loss"):
-    np.testing.assert_allclose(h1[-1][key], h2[-1][key], rtol=1e-5)
+  keys = ["loss", "grad_norm", "pg_loss"]
+  if estimator == "stepopsd":
+    keys += ["weight_mean", "weight_std", "delta_mean", "adv_mean", "weight_by_step"]
+  for key in keys:
+    np.testing.assert_allclose(h1[-1][key], h2[-1][key], rtol=1e-5, atol=1e-7)
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)  # Adam amplifies ulps
+  if budget == "trajectory" and estimator == "stepopsd":
+    assert h2[-1]["micro_whole_trajectories"] == float(arranged)
 
 
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2), (1, 4, 2)])  # (data, fsdp, tensor)
@@ -138,6 +153,20 @@ def test_the_step_on_offset_ids_equals_the_step_on_dense_ids():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for h in offset[1]:
     assert 0.8 - 1e-6 <= h["weight_min"] <= h["weight_max"] <= 1.2 / 0.8 + 1e-6, h
+
+
+def test_micro_batches_holding_ids_past_their_rows_shape_like_one_batch():
+  """The joined batch (ids moved by 2^20): 8 one-step trajectories, so every micro-batch of 4
+  rows holds whole trajectories whose dense ids run up to 7 (past its 4 rows), and shapes its
+  own advantages. One-step trajectories under the trajectory budget get weight 1 exactly."""
+  cfg = train.StepConfig(estimator="stepopsd", lambda_mix=0.5, alpha_clip=0.2)
+  b = _joined_groups_batch(1 << 20)
+  one, h1 = _run(b, cfg, steps=2)
+  two, h2 = _run(b, train.StepConfig(**{**cfg.__dict__, "micro_batches": 2}), steps=2)
+  assert h2[-1]["micro_whole_trajectories"] == 1.0
+  assert h2[-1]["weight_min"] == h2[-1]["weight_max"] == 1.0
+  for a, c in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(c), atol=1e-5)
 
 
 @pytest.mark.parametrize("estimator", ["stepopsd", "opsd"])
