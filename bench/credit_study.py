@@ -194,7 +194,7 @@ def main(argv=None) -> int:
   args.out = args.out or "bench/results/credit_study" + "_quick" * args.quick
   os.makedirs(args.out, exist_ok=True)
   os.makedirs(args.cache, exist_ok=True)
-  start, ran = time.perf_counter(), []
+  start, ran, warm_before = time.perf_counter(), [], set(os.listdir(args.cache))
   if not args.report:
     for run in grid(args.quick):
       if (_selected(run, args.only) and (not args.seeds or run.seed in args.seeds)
@@ -210,6 +210,7 @@ def main(argv=None) -> int:
   if args.quick:
     with open(os.path.join(args.out, "quick.json"), "w") as f:
       json.dump({"wall_s": wall, "runs": ran, "cache": args.cache, "commit": COMMIT,
+                 "warm_ups_built": sorted(set(os.listdir(args.cache)) - warm_before),
                  "cpu_count": os.cpu_count()}, f, indent=1)
   return 0
 

@@ -135,7 +135,14 @@ def credit_study_table() -> str:
   if d is None:
     return "Not yet run: `python bench/credit_study.py`."
   from bench import credit_report  # pylint: disable=g-import-not-at-top
-  return credit_report.markdown(d)
+  out = credit_report.markdown(d)
+  quick = _load(os.path.join("credit_study_quick", "quick.json"))
+  if quick is not None:
+    out = (f"`python bench/credit_study.py --quick` ({len(quick['runs'])} runs, "
+           f"{len(quick['warm_ups_built'])} warm-ups built, commit {quick['commit']}, "
+           f"{quick['cpu_count']} cores): {quick['wall_s'] / 60:.1f} min "
+           "(`bench/results/credit_study_quick/`).\n\n" + out)
+  return out
 
 
 BLOCKS = {"main-job": main_job_table, "bench-table": table,
