@@ -74,8 +74,10 @@ def summarise(runs: list[dict]) -> dict:
       ratio, lo, hi = analysis.bootstrap_ratio([x.episodes for x in g], [x.episodes for x in s])
       ratios[variant] = dict(grpo_over_stepopsd=ratio, ci95=[lo, hi], censored=censored,
                              runs=len(g) + len(s))
-  return dict(threshold=THRESHOLD, window=WINDOW, table=table, ratios=ratios,
-              paired=paired(groups), mechanism=mechanism(groups), heatmap=heatmap(groups))
+  return dict(threshold=THRESHOLD, window=WINDOW,
+              episodes_per_step=runs[0]["episodes_per_step"] if runs else None, table=table,
+              ratios=ratios, paired=paired(groups), mechanism=mechanism(groups),
+              heatmap=heatmap(groups))
 
 
 def paired(groups) -> dict:
@@ -245,16 +247,22 @@ def _plot_heatmap(summary: dict, out_dir: str) -> None:
     a, lam = map(float, k.split(","))
     grid[alphas.index(a), lams.index(lam)] = v["mean"]
     runs[alphas.index(a), lams.index(lam)] = v["runs"]
-  fig, ax = plt.subplots(figsize=(4.4, 3.6))
-  im = ax.imshow(grid, cmap="viridis_r")
+  # colours centred on GRPO's mean (white = GRPO), at least +-2 RL steps wide, so a difference
+  # of a few episodes does not fill the colour range
+  grpo = summary["table"].get("main/grpo", {}).get("episodes_to_80", {}).get("mean")
+  centre = grpo if grpo is not None else float(np.nanmean(grid))
+  width = max(float(np.nanmax(np.abs(grid - centre))), 2.0 * summary["episodes_per_step"])
+  fig, ax = plt.subplots(figsize=(4.6, 3.6))
+  im = ax.imshow(grid, cmap="RdBu_r", vmin=centre - width, vmax=centre + width)
   ax.set(xticks=range(len(lams)), xticklabels=[f"{x:g}" for x in lams], xlabel="lambda_mix",
          yticks=range(len(alphas)), yticklabels=[f"{x:g}" for x in alphas], ylabel="alpha_clip",
-         title="episodes to 80% (main, StepOPSD)")
+         title="episodes to 80% (main, StepOPSD)" +
+               (f"\nGRPO {grpo:.0f} = white; blue: fewer" if grpo is not None else ""))
   for i in range(len(alphas)):
     for j in range(len(lams)):
       if np.isfinite(grid[i, j]):
         ax.text(j, i, f"{grid[i, j]:.0f}\n({runs[i, j]} seeds)", ha="center", va="center",
-                color="w", fontsize=8)
+                fontsize=8)
   fig.colorbar(im)
   fig.tight_layout()
   fig.savefig(os.path.join(out_dir, "heatmap_main.png"), dpi=110)
