@@ -36,7 +36,7 @@ sharding.maybe_initialize()  # before anything touches devices
 from stepopsd_jax import models, sampling, train  # noqa: E402
 from stepopsd_jax import algorithms  # noqa: E402
 from stepopsd_jax.run import multihost  # noqa: E402
-from stepopsd_jax.train import checkpoint  # noqa: E402
+from stepopsd_jax.train import checkpoint, micro  # noqa: E402
 from stepopsd_jax.train import state as train_state  # noqa: E402
 from stepopsd_jax.train import step as step_lib  # noqa: E402
 from tests.train.batches import random_step_batch  # noqa: E402
@@ -95,6 +95,20 @@ def episode_rows(mesh) -> tuple[int, dict]:
   return result.batch.num_rows, {k: metrics[k] for k in ("num_trajectories", "num_steps", "turns")}
 
 
+def micro_batch_step(state, tx, mesh) -> tuple[float, float]:
+  """The first step again with 2 micro-batches, each process's rows arranged so its
+  trajectories sit in one micro-batch (process 1's rows start at 8, a multiple of 2): the loss,
+  and whether the step found every trajectory whole (1.0: no extra student pass)."""
+  if jax.process_count() > 1:
+    arrays = multihost.global_step_batch(process_batch(jax.process_index()), mesh,
+                                         micro_batches=2)
+  else:
+    arrays = micro.arrange(joined_by_hand(2), 2)
+  cfg = train.StepConfig(estimator="stepopsd", lambda_mix=0.5, micro_batches=2)
+  _, metrics = train.jit_train_step(CONFIG, cfg, tx, mesh)(state, arrays, jax.random.key(0))
+  return float(metrics["loss"]), float(metrics["micro_whole_trajectories"])
+
+
 def local_replica(x: jax.Array) -> np.ndarray:
   """The full array from this process's own shards (mesh data=2 puts one replica per process),
   so equal checksums mean the processes' replicas agree, not that a gather agrees with itself."""
@@ -138,8 +152,13 @@ def main() -> None:
   step = train.jit_train_step(CONFIG, cfg, tx, mesh)
   state = train.init_state(CONFIG, jax.random.key(0), tx, mesh)
   advantages = step_advantages(arrays, cfg, mesh)
+  losses = []
   for i in range(2):
     state, metrics = step(state, arrays, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  first_loss = losses[0]
+  micro_loss, micro_whole = micro_batch_step(  # the step donated the first state: a fresh one
+      train.init_state(CONFIG, jax.random.key(0), tx, mesh), tx, mesh)
   # greedy rollouts of the trained policy: process i brings prompts 2i, 2i+1 (their own widths)
   sampler = sampling.Sampler(CONFIG, sampling.SamplingParams(max_new_tokens=5, temperature=0.0),
                              pad_id=0, buckets=sampling.Buckets(batch=(2, 4), prompt=(8, 16)),
@@ -153,7 +172,8 @@ def main() -> None:
       "process": jax.process_index(), "processes": jax.process_count(),
       "devices": jax.device_count(), "sha256": digest, "restored_sha256": restored_digest,
       "leaf_sums": leaf_sums,
-      "loss": float(metrics["loss"]), "advantages": advantages,
+      "loss": float(metrics["loss"]), "advantages": advantages, "first_loss": first_loss,
+      "micro_loss": micro_loss, "micro_whole": micro_whole,
       "weight_max": float(metrics["weight_max"]), "sample": sample, "episode_rows": rows,
       "rollout_metrics": rollout_metrics}), flush=True)
 

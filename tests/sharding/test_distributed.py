@@ -100,6 +100,10 @@ def test_two_processes_train_to_identical_parameters(tmp_path):
     np.testing.assert_allclose(r["advantages"], by_hand, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(results[0]["leaf_sums"], single["leaf_sums"], rtol=1e-5)
   np.testing.assert_allclose(results[0]["loss"], single["loss"], rtol=1e-5)
+  # 2 micro-batches, rows arranged per process: whole trajectories, the one-batch loss
+  for r in results + [single]:
+    assert r["micro_whole"] == 1.0
+    np.testing.assert_allclose(r["micro_loss"], single["first_loss"], rtol=1e-5)
   assert results[0]["weight_max"] <= 1.2 / 0.8 + 1e-6  # within StepOPSD's clip and budget
   # sampling: each process decodes its own prompts as part of one global batch
   assert results[0]["sample"] + results[1]["sample"] == single["sample"]
