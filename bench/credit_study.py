@@ -207,11 +207,10 @@ def main(argv=None) -> int:
   print(credit_report.write(args.out))
   wall = time.perf_counter() - start
   print(f"wall time: {wall / 60:.1f} min, {len(ran)} runs run (the others read back)")
-  todo = [r.name for r in grid(args.quick)
-          if not os.path.exists(os.path.join(args.out, r.name + ".json"))]
-  print(f"{len(grid(args.quick)) - len(todo)} of the {'quick' if args.quick else 'full'} "
-        f"study's {len(grid(args.quick))} runs are done" + (f"; not yet: {' '.join(todo)}"
-                                                            if todo else ""))
+  runs = grid(args.quick)
+  todo = [r.name for r in runs if not os.path.exists(os.path.join(args.out, r.name + ".json"))]
+  print(f"{len(runs) - len(todo)} of the {'quick' if args.quick else 'full'} study's "
+        f"{len(runs)} runs are done" + (f"; not yet: {' '.join(todo)}" if todo else ""))
   if args.quick:
     with open(os.path.join(args.out, "quick.json"), "w") as f:
       json.dump({"wall_s": wall, "runs": ran, "cache": args.cache, "commit": COMMIT,
