@@ -4,7 +4,7 @@
 
 Rewrites the lines between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in README.md for each
 block: `main-job` (`bench/main_job.py`'s table), `bench-table` (step, sampler and rollout
-benchmarks) and `credit-study` (`bench/credit_report.py`'s tables of the study's summary); `--check` only reports whether the README is up to date (exit 1 if not). A result
+benchmarks), `alfworld-engine` (`bench/alfworld_env.py`) and `credit-study` (`bench/credit_report.py`'s tables of the study's summary); `--check` only reports whether the README is up to date (exit 1 if not). A result
 file that is missing is left out (with its command, so it can be produced).
 """
 
@@ -145,8 +145,47 @@ def credit_study_table() -> str:
   return out
 
 
+def alfworld_engine_table() -> str:
+  command = "python bench/alfworld_env.py"
+  d = _load("alfworld_env.json")
+  return f"Not yet measured: `{command}`." if d is None else alfworld_tables(d, command)
+
+
+def alfworld_tables(d: dict, command: str) -> str:
+  """`bench/alfworld_env.py`'s tables from its JSON (rendered here: that module imports
+  textworld, which this one must not need)."""
+  a = d["args"]
+  rows = d["results"]
+  base = rows[0]["steps_per_s"]
+  lines = [f"`{command}` ({len(d['games'])} generated games, {a['steps']} random-walk steps "
+           f"each; transcripts identical: {d['transcripts_identical']}; then batches of "
+           f"{a['envs']} envs, {a['group']} per game, {a['batch_steps']} steps; the batch "
+           "row's resets are the whole batch's, the first loading the games):", "",
+           "| engine | steps/s | load s | reset s (after load) | reset s (after steps) |"
+           " speed-up |", "|---|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    load = f"{r['load_s']:.2f}" if "load_s" in r else "–"
+    lines.append(f"| {r['engine']} | {r['steps_per_s']:,.1f} | {load} | "
+                 f"{r.get('reset_cold_s', r.get('cold_reset_s')):.3f} | "
+                 f"{r.get('reset_warm_s', r.get('warm_reset_s')):.3f} | "
+                 f"{r['steps_per_s'] / base:.1f}× |")
+  if d.get("rollouts"):
+    lines += ["", f"A fresh `BatchedEnv` of {a['envs']} envs per rollout, as the trainer builds "
+              f"them ({a['rollouts']} batches per way, taking turns):", "",
+              "| way | build + reset s per batch (after the first) | steps/s | "
+              "library copies newly mapped, per batch | resident MiB added, per batch |",
+              "|---|---:|---:|---|---|"]
+    for r in d["rollouts"]:
+      builds = r["build_reset_s"][1:] or r["build_reset_s"]
+      lines.append(f"| {r['engine']} | {sum(builds) / len(builds):.3f} | "
+                   f"{r['steps'] / sum(r['step_s']):,.1f} | "
+                   f"{' '.join(map(str, r['new_library_copies']))} | "
+                   f"{' '.join(f'{m:.0f}' for m in r['resident_mib_added'])} |")
+  return "\n".join(lines)
+
+
 BLOCKS = {"main-job": main_job_table, "bench-table": table,
-          "credit-study": credit_study_table}
+          "alfworld-engine": alfworld_engine_table, "credit-study": credit_study_table}
 
 
 def render(text: str) -> str:

@@ -4,6 +4,13 @@
 the gym batching); `Engine(fast=True)` swaps in `fast.FastPddlEnv`, which gives the same text.
 Neither asks the engine for `policy_commands` every step (that replans, which is slow); the
 expert plan comes from `plan()` on demand.
+
+textworld's `PddlEnv` loads its own copy of fast-downward's 33 MB shared library (the library
+keeps one task in globals) and nothing ever unloads it: built once per episode, as a rollout's
+envs are, that leaked a copy per env (~2.6 MiB of memory and ~15 ms each). An engine here
+borrows a copy from `LIBRARIES` and gives it back when its textworld env is collected; a copy
+serves one live engine at a time, and every `load`/`reset` loads its task into it anew, as
+textworld does when one env plays a second game.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import warnings
+import weakref
 
 from stepopsd_jax.envs.alfworld import planner, wheel
 
@@ -33,6 +42,41 @@ def _kept_argv():
     sys.argv[:] = argv
 
 
+class LibraryPool:
+  """fast-downward library copies shared, one live engine at a time, by this process's engines."""
+
+  def __init__(self):
+    self._free: list = []
+    self._lock = threading.Lock()
+    self.copies = 0  # copies this pool has loaded
+
+  def take(self):
+    with self._lock:
+      if self._free:
+        return self._free.pop()
+      self.copies += 1
+    return wheel.import_module("fast_downward").load_lib()
+
+  def give(self, lib) -> None:
+    with self._lock:
+      self._free.append(lib)
+
+
+LIBRARIES = LibraryPool()
+
+
+@contextlib.contextmanager
+def _lent_library(lib):
+  """Within the block, fast-downward's `load_lib` (called by `PddlEnv.__init__`) returns `lib`."""
+  fast_downward = wheel.import_module("fast_downward")
+  load_lib = fast_downward.load_lib
+  fast_downward.load_lib = lambda: lib
+  try:
+    yield
+  finally:
+    fast_downward.load_lib = load_lib
+
+
 class Engine:
   """Loads games and plays them; `state` is the last textworld `GameState`."""
 
@@ -48,7 +92,15 @@ class Engine:
     pddl_env = getattr(wheel.import_module(module), "FastPddlEnv" if fast else "PddlEnv")
     infos = textworld.EnvInfos(admissible_commands=True, won=True)
     self.fast = fast
-    self._env = tw_env.AlfredDemangler(pddl_env(infos), shuffle=False)
+    lib = LIBRARIES.take()
+    try:
+      with _lent_library(lib):
+        pddl = pddl_env(infos)
+    except BaseException:
+      LIBRARIES.give(lib)
+      raise
+    weakref.finalize(pddl, LIBRARIES.give, lib)
+    self._env = tw_env.AlfredDemangler(pddl, shuffle=False)
     self.game_file: str | None = None
     self.game: dict = {}
     self.state = None

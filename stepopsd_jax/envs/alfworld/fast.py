@@ -192,11 +192,13 @@ _LOGICS = _Memo(_fast_logic, maxsize=32)
 
 
 @contextlib.contextmanager
-def _memoised_translation():
-  """Within the block, textworld's PddlEnv builds `SortedFactsState`s, and it and PddlState
-  reuse memoised translations and game logics."""
+def _memoised_translation(initial_state: SortedFactsState | None = None):
+  """Within the block, textworld's PddlEnv builds `SortedFactsState`s (or takes
+  `initial_state`, if given, for the one it would build), and it and PddlState reuse memoised
+  translations and game logics."""
   fast_downward.pddl2sas, pddl_logic.GameLogic = _TRANSLATIONS, _LOGICS
-  pddl_logic.PddlState = SortedFactsState
+  pddl_logic.PddlState = (SortedFactsState if initial_state is None
+                          else lambda *args, **kwargs: initial_state)
   try:
     yield
   finally:
@@ -205,15 +207,31 @@ def _memoised_translation():
 
 
 class FastPddlEnv(PddlEnv):
-  """textworld's `PddlEnv` with `FastGrammar` and memoised translation; the same states."""
+  """textworld's `PddlEnv` with `FastGrammar` and memoised translation; the same states.
+
+  `load` builds the game's initial state (and loads its task into the library), and textworld's
+  `reset` builds it again: a reset that follows a `load` or another `reset` with no command in
+  between takes the state already built (nothing has changed it or the library's copy).
+  """
+
+  _initial = False  # whether `_pddl_state` is the game's initial state, unchanged
 
   def load(self, filename_or_data) -> None:
+    self._initial = False
     with _memoised_translation():
       super().load(filename_or_data)
+    self._initial = True
 
   def reset(self):
-    with _memoised_translation():
-      return super().reset()
+    initial, self._initial = self._initial, False
+    with _memoised_translation(self._pddl_state if initial else None):
+      state = super().reset()
+    self._initial = True
+    return state
+
+  def step(self, command: str):
+    self._initial = False
+    return super().step(command)
 
 
 def clear_caches(parses: bool = True) -> None:

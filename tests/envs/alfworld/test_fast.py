@@ -85,3 +85,27 @@ def test_fast_grammar_derives_like_textworld(games):
   for start in ("#intro#", "#look.feedback#", "#task#", "#help.feedback#", "plain text",
                 "#list_appliances#"):
     assert grammar.derive(start, context) == plain.derive(start, context), start
+
+
+def test_reset_builds_the_initial_state_only_when_a_command_changed_it(games, monkeypatch):
+  from stepopsd_jax.envs.alfworld import Engine, fast
+  built = []
+
+  class Counted(fast.SortedFactsState):
+    def __init__(self, *args, **kwargs):
+      built.append(1)
+      super().__init__(*args, **kwargs)
+
+  monkeypatch.setattr(fast, "SortedFactsState", Counted)
+  engine = Engine(fast=True)
+  engine.load(str(games.game_files()[2]))
+  assert len(built) == 1
+  first = engine.reset()
+  engine.reset()
+  assert len(built) == 1  # load's state, unchanged: taken as it is
+  engine.step(first["admissible_commands"][0])
+  engine.reset()
+  assert len(built) == 2  # a command changed it: built again
+  engine.step("dance")  # not admissible: changes nothing, but the rule is simply "a command"
+  engine.reset()
+  assert len(built) == 3
