@@ -1,8 +1,9 @@
 """StepRows -> StepBatch: the rollout's agent steps padded to bucketed static shapes.
 
 A StepRow is one agent step as the rollout loop records it (host side, unpadded). The batch's
-row count and prompt widths are rounded up to the sampler's buckets, so the train step compiles
-once per bucket combination, not per batch; the type itself is `stepopsd_jax.batch.StepBatch`.
+row count and prompt widths are rounded up to the sampler's buckets (`Buckets.step_rows` and
+`prompt`), so the train step compiles once per bucket combination, not per batch; the type
+itself is `stepopsd_jax.batch.StepBatch`.
 """
 
 from __future__ import annotations
@@ -62,9 +63,9 @@ def pad_right(seqs: Sequence[Sequence], width: int, fill, dtype, rows: int) -> n
 
 def build_step_batch(rows: Sequence[StepRow], *, pad_id: int, response_len: int,
                      buckets: Buckets = Buckets()) -> StepBatch:
-  """Pads rows to bucketed shapes: B to a batch bucket, the prompts to prompt buckets (teacher
+  """Pads rows to bucketed shapes: B to a row bucket, the prompts to prompt buckets (teacher
   prompts to width 0 when no row has one)."""
-  b = _bucket(buckets.batch, max(len(rows), 1), "step rows")
+  b = _bucket(buckets.step_rows, max(len(rows), 1), "step rows")
   p = _bucket(buckets.prompt, max([len(r.prompt) for r in rows] + [1]), "prompt tokens")
   longest_teacher = max([len(r.teacher_prompt) for r in rows] + [0])
   pt = _bucket(buckets.prompt, longest_teacher, "teacher tokens") if longest_teacher else 0

@@ -79,7 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
       control_mode=rollout["control_mode"], invalid_penalty=rollout["invalid_penalty"],
       hindsight_sibling=rollout["hindsight_sibling"],
       hindsight_reference=rollout["hindsight_reference"],
-      batch_buckets=buckets["batch"], prompt_buckets=buckets["prompt"]))
+      batch_buckets=buckets["batch"],  # StepBatch rows (agent steps): the train step's shapes
+      decode_batch_buckets=(),  # the sampler's batch (episodes); empty: see decode_batch_buckets
+      prompt_buckets=buckets["prompt"]))
   c.algo = ml_collections.ConfigDict({k: v for k, v in _defaults(StepConfig).items()
                                       if k not in NOT_ALGO})
   c.optim = ml_collections.ConfigDict(dict(
@@ -195,6 +197,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _require(not bad, f"rollout.batch_buckets {bad} are not divisible by data x fsdp ({dp}) x "
                     f"algo.micro_batches ({step.micro_batches}); use multiples of "
                     f"{dp * step.micro_batches}.")
+  bad = [b for b in r.decode_batch_buckets if b < 1 or b % dp]
+  _require(not bad, f"rollout.decode_batch_buckets {bad} are not positive multiples of data x "
+                    f"fsdp ({dp}); use multiples of {dp}, or () for the default.")
   _require(t.sft_steps == 0 or t.sft_batch_size % dp == 0,
            f"train.sft_batch_size={t.sft_batch_size} is not divisible by data x fsdp ({dp}).")
   _require(0.0 <= t.sft_hint_fraction <= 1.0,
@@ -227,6 +232,28 @@ def rollout_config(config, *, evaluation: bool = False) -> RolloutConfig:
     raise
   except ValueError as e:
     raise ConfigError(f"rollout: {e}") from e
+
+
+def decode_batch_buckets(config, dp: int, processes: int = 1) -> tuple[int, ...]:
+  """The sampler's batch buckets: `rollout.decode_batch_buckets`, or when empty m, 2m, 4m, ...
+  up to the largest of `rollout.batch_buckets`, m the first multiple of dp = data x fsdp that is
+  at least 8 (fewer rows decode no faster on an accelerator, and every bucket compiles), and
+  the episodes a process starts each step with (`rollout.batch_size` / processes, rounded up to
+  a multiple of dp), so that a step's first turn pads nothing.
+
+  The rollout decodes one row per episode still running, far fewer than a step's rows (agent
+  steps) that `batch_buckets` are sized for: padding ALFWorld's 128 episodes to its smallest
+  row bucket, 1024, decoded 8x the rows."""
+  r = config.rollout
+  if r.decode_batch_buckets:
+    return tuple(sorted(r.decode_batch_buckets))
+  top = max(r.batch_buckets)
+  size, sizes = dp * -(-8 // dp), set()
+  while size < top:
+    sizes.add(size)
+    size *= 2
+  episodes = dp * -(-r.batch_size // (processes * dp))
+  return tuple(sorted(sizes | {top} | ({episodes} if episodes <= top else set())))
 
 
 def prompt_config(config) -> PromptConfig:

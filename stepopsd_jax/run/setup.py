@@ -11,7 +11,13 @@ import ml_collections
 
 from stepopsd_jax import envs, models, sampling, sharding, text
 from stepopsd_jax.rollout import RolloutConfig, agent_sampler, protocol, random_policy
-from stepopsd_jax.run.config import prompt_config, rollout_config, step_config, validate
+from stepopsd_jax.run.config import (
+    decode_batch_buckets,
+    prompt_config,
+    rollout_config,
+    step_config,
+    validate,
+)
 from stepopsd_jax.train import StepConfig, make_optimizer
 from stepopsd_jax.train.state import abstract_state, create_state
 
@@ -89,6 +95,11 @@ def initial_params(config, tokenizer, rng):
   return model_config, params
 
 
+def _data_parallel(mesh) -> int:
+  """data x fsdp: the devices a batch's rows are split over (1 without a mesh)."""
+  return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+
+
 def make_sampler(config, model_config, tokenizer, *, greedy: bool,
                  mesh=None) -> sampling.Sampler:
   """The rollout sampler; it stops at EOS or at the env protocol's stop strings."""
@@ -96,7 +107,9 @@ def make_sampler(config, model_config, tokenizer, *, greedy: bool,
   return agent_sampler(
       model_config, tokenizer, max_new_tokens=r.max_new_tokens,
       temperature=0.0 if greedy else r.temperature, top_p=r.top_p, top_k=r.top_k,
-      buckets=sampling.Buckets(batch=tuple(r.batch_buckets), prompt=tuple(r.prompt_buckets)),
+      buckets=sampling.Buckets(batch=decode_batch_buckets(config, _data_parallel(mesh),
+                                                          jax.process_count()),
+                               prompt=tuple(r.prompt_buckets), rows=tuple(r.batch_buckets)),
       stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh)
 
 

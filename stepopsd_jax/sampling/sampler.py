@@ -60,9 +60,16 @@ def pad_left(seqs: Sequence[Sequence[int]], width: int, pad_id: int, rows: int
 
 @dataclasses.dataclass(frozen=True)
 class Buckets:
-  """Padding buckets: batch and prompt length are rounded up to the next entry."""
+  """Padding buckets: the sampler's batch (episodes decoding) and prompt length are rounded up
+  to the next entry; a rollout's StepBatch rounds its rows (agent steps, many more than the
+  episodes) up to `rows` (empty: `batch`) and its prompts to `prompt`."""
   batch: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
   prompt: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)
+  rows: tuple[int, ...] = ()
+
+  @property
+  def step_rows(self) -> tuple[int, ...]:
+    return self.rows or self.batch
 
   @staticmethod
   def pick(sizes: tuple[int, ...], n: int) -> int | None:

@@ -52,3 +52,13 @@ def test_abstract_shapes_follow_the_field_declarations():
   for f in dataclasses.fields(StepBatch):
     got, want = getattr(abstract, f.name), getattr(built, f.name)
     assert (got.shape, got.dtype) == (want.shape, want.dtype), f.name
+
+
+def test_rows_bucket_apart_from_the_samplers_batch():
+  """A StepBatch's rows (agent steps) take `Buckets.rows` when given, not the sampler's batch."""
+  rows = _rows()  # 8 rows
+  built = build_step_batch(rows, pad_id=0, response_len=6,
+                           buckets=Buckets(batch=(2, 4), prompt=(16,), rows=(64,)))
+  assert built.prompt_tokens.shape[0] == 64
+  assert build_step_batch(rows, pad_id=0, response_len=6,
+                          buckets=Buckets(batch=(8, 16), prompt=(16,))).prompt_tokens.shape[0] == 8
