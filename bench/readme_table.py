@@ -89,8 +89,9 @@ def sampler_rows(command: str, d: dict) -> list[str]:
 
 def split_rows(command: str, d: dict) -> list[str]:
   from bench import rollout_split  # pylint: disable=g-import-not-at-top
-  return [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts after a "
-          "compiling one; parts under 1% everywhere are left out, `other` included):", "",
+  return [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts, run "
+          "once to compile and then timed; parts under 1% everywhere are left out, `other` "
+          "included; `unshared`: `rollout.share_prompts=False`, rollout by rollout in turn):", "",
           rollout_split.table(d["results"], min_fraction=0.01)]
 
 

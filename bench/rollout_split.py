@@ -1,14 +1,15 @@
 """Where a rollout's seconds go, for the three envs: every second of `collect` accounted for.
 
     python bench/rollout_split.py [--envs credit_lab,alfworld,search_qa] [--rollouts 3]
-        [--data DIR] [--out bench/results/rollout_split.json]
+        [--data DIR] [--sharing on|off|both] [--out bench/results/rollout_split.json]
 
 Each env is built as its config builds it (the trainer's `setup.build`): the credit lab from
 `configs/default.py` (the shipped base model, its 4 tasks x 8 rollouts), ALFWorld and Search-QA
 from their configs' `:runlocal` (a tiny random model: its responses run to the token limit, so
 these show the machinery's costs, not a trained policy's). ALFWorld games and the Search-QA
-corpus are generated under `--data` when missing. After one untimed rollout (compiles), the
-seconds of `--rollouts` rollouts are summed by part:
+corpus are generated under `--data` when missing. The `--rollouts` rollouts run twice, the same
+tasks and keys: the first pass untimed (every shape they meet compiles then), the seconds of the
+second summed by part (`--sharing both`: each rollout with `rollout.share_prompts` off, then on):
 
 - generate: pad, to_device, prefill, decode, to_host (the sampler's own split) and the rest of
   the call (bucket choice, Python);
@@ -18,7 +19,8 @@ seconds of `--rollouts` rollouts are summed by part:
   StepBatch; other: the loop itself (total minus every part above).
 
 Also the padding waste: decode slots spent on padding rows of the batch bucket or on rows that
-had already stopped, and prompt slots that were padding.
+had already stopped, and prompt slots that were padding; and the prompts that repeated another
+of their call (a group's rollouts from one state) and took its prefill instead of their own.
 """
 
 from __future__ import annotations
@@ -60,28 +62,39 @@ def env_config(name: str, data: str):
   raise ValueError(f"unknown env {name!r}: credit_lab, alfworld or search_qa")
 
 
-def split(name: str, data: str, rollouts: int) -> dict:
+def split(name: str, data: str, rollouts: int, shares: tuple[bool, ...] = (True,)) -> list[dict]:
+  """One row per `rollout.share_prompts` value in `shares`, from one setup: each rollout runs
+  once per value in turn (a warm pass of them all first), so machine noise hits them alike."""
   config = env_config(name, data)
   setup, params = setup_lib.build(config, jax.random.key(0))
   per_step = config.rollout.batch_size // config.rollout.group_size
-  seconds, values = {}, {}
+  seconds, values = ({share: {} for share in shares} for _ in range(2))
 
-  def one(k: int, record: bool):
+  def one(k: int, share: bool, record: bool):
+    setup.sampler.share_prompts = share
     tasks = [setup.train_tasks[(k * per_step + i) % len(setup.train_tasks)]
              for i in range(per_step)]
     result = collect(setup.sampler, params, setup.tokenizer, config.env.name, tasks,
                      jax.random.key(k), setup.rollout_cfg, env_seed=k)
     if record:
       for key, v in result.tally.seconds.items():
-        seconds[key] = seconds.get(key, 0.0) + v
+        seconds[share][key] = seconds[share].get(key, 0.0) + v
       for key, v in result.tally.values.items():
-        values[key] = values.get(key, 0.0) + v
+        values[share][key] = values[share].get(key, 0.0) + v
 
   t = time.perf_counter()
-  one(0, record=False)
+  for k in range(1, rollouts + 1):  # the same rollouts, unrecorded: every shape they meet compiles
+    for share in shares:
+      one(k, share, record=False)
   first_s = time.perf_counter() - t
   for k in range(1, rollouts + 1):
-    one(k, record=True)
+    for share in shares:
+      one(k, share, record=True)
+  return [_row(name, config, rollouts, first_s, share, seconds[share], values[share])
+          for share in shares]
+
+
+def _row(name, config, rollouts, first_s, share, seconds, values) -> dict:
   total = seconds["total"]
   parts = {f"generate/{p}": seconds.get(f"generate/{p}", 0.0) for p in GENERATE_PARTS}
   parts["generate/other"] = seconds.get("generate", 0.0) - sum(parts.values())
@@ -93,16 +106,19 @@ def split(name: str, data: str, rollouts: int) -> dict:
       "decode_after_stop": values.get("decode_after_stop_slots", 0) /
                            max(values.get("decode_slots", 0), 1),
       "prompt_padding": 1 - values.get("prompt_tokens", 0) / max(values.get("prompt_slots", 0), 1)}
-  return {"env": name, "config_env": config.env.name, "rollouts": rollouts,
-          "episodes_per_rollout": config.rollout.batch_size, "first_rollout_s": first_s,
-          "total_s": total, "seconds": parts, "fraction": {k: v / total for k, v in parts.items()},
-          "waste": waste, "counts": values}
+  shared = values.get("prompt_rows_shared", 0) / max(values.get("prompts", 0), 1)
+  return {"env": name, "share_prompts": share, "config_env": config.env.name,
+          "rollouts": rollouts, "episodes_per_rollout": config.rollout.batch_size,
+          "first_pass_s": first_s, "total_s": total, "seconds": parts,
+          "fraction": {k: v / total for k, v in parts.items()}, "waste": waste,
+          "prompts_shared": shared, "counts": values}
 
 
 def table(rows: list[dict], min_fraction: float = 0.0) -> str:
   """The split as a markdown table, one column per env; parts below `min_fraction` of every
   env's total are left out."""
-  lines = ["| part | " + " | ".join(f"{r['env']} ({r['episodes_per_rollout']} episodes)"
+  name = lambda r: r["env"] + ("" if r.get("share_prompts", True) else ", unshared")
+  lines = ["| part | " + " | ".join(f"{name(r)} ({r['episodes_per_rollout']} episodes)"
                                   for r in rows) + " |",
            "|---|" + "---:|" * len(rows)]
   for k in rows[0]["seconds"]:
@@ -114,6 +130,9 @@ def table(rows: list[dict], min_fraction: float = 0.0) -> str:
   for k in rows[0]["waste"]:
     lines.append(f"| wasted slots: {k.replace('_', ' ')} | " + " | ".join(
         f"{100 * r['waste'][k]:.0f}%" for r in rows) + " |")
+  if all("prompts_shared" in r for r in rows):
+    lines.append("| prompts prefilled once for several rows (not counted in the slots) | " +
+                 " | ".join(f"{100 * r['prompts_shared']:.0f}%" for r in rows) + " |")
   return "\n".join(lines)
 
 
@@ -124,12 +143,17 @@ def main(argv=None) -> int:
   p.add_argument("--data", default=os.path.join(
       os.environ.get("STEPOPSD_CACHE_DIR", os.path.expanduser("~/.cache/stepopsd")),
       "bench_rollout"))
+  p.add_argument("--sharing", choices=("on", "off", "both"), default="on",
+                 help="rollout.share_prompts; both: each rollout unshared, then shared, in turn")
   p.add_argument("--out", default="bench/results/rollout_split.json")
   args = p.parse_args(argv)
   rows = []
+  shares = {"on": (True,), "off": (False,), "both": (False, True)}[args.sharing]
   for name in args.envs.split(","):
-    rows.append(split(name.strip(), args.data, args.rollouts))
-    print(f"{name}: {rows[-1]['total_s']:.2f} s over {args.rollouts} rollouts", flush=True)
+    for row in split(name.strip(), args.data, args.rollouts, shares):
+      rows.append(row)
+      print(f"{name} (share_prompts={row['share_prompts']}): {row['total_s']:.2f} s over "
+            f"{args.rollouts} rollouts", flush=True)
   print(table(rows))
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:

@@ -110,7 +110,8 @@ def make_sampler(config, model_config, tokenizer, *, greedy: bool,
       buckets=sampling.Buckets(batch=decode_batch_buckets(config, _data_parallel(mesh),
                                                           jax.process_count()),
                                prompt=tuple(r.prompt_buckets), rows=tuple(r.batch_buckets)),
-      stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh)
+      stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh,
+      share_prompts=r.share_prompts)
 
 
 def build(config, rng) -> tuple[Setup, object]:

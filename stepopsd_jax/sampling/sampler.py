@@ -3,6 +3,8 @@
 Prompts are left-padded, so every row's next token goes to the same cache slot and each decode
 step is a single [B, 1] forward. Batch size and prompt length are rounded up to padding buckets,
 so a multi-turn rollout compiles once per (batch bucket, prompt bucket), not once per turn.
+Identical prompts in one call (a group's G rollouts start from one prompt) are prefilled once
+and their KV cache rows copied (`share_prompts`, one process).
 The loop state carries the RNG key; stop tokens and stop strings (via `stop.build_stop_table`)
 end rows on the device, and the results come to the host in one transfer.
 """
@@ -267,19 +269,35 @@ def generate_padded(config: QwenConfig, params: SamplingParams, pad_id: int, wei
   return decode(config, params, pad_id, weights, state, stop_table, mesh)
 
 
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def share_rows(state: Prefilled, rows_B: Int[Array, "B"], real_B: Bool[Array, "B"],
+               mesh: Mesh | None = None) -> Prefilled:
+  """The prefill of B rows from the prefill of their distinct prompts: row b takes prefilled row
+  `rows_B[b]`; rows with `real_B` False (the batch bucket's padding) start finished."""
+  take = lambda x: jnp.take(x, rows_B, axis=0)
+  cache = _place_cache(jax.tree.map(take, state.cache), mesh, DECODE_CACHE_AXES)
+  return Prefilled(cache, take(state.key_mask), take(state.logits), take(state.positions),
+                   take(state.empty) | ~real_B, state.rng)
+
+
 class Sampler:
   """Host-side front end: buckets and pads prompts, runs `prefill` then `decode`, returns numpy.
 
-  Token ids of the prompts are lists of ints (no padding); rows keep their order.
+  Token ids of the prompts are lists of ints (no padding); rows keep their order. With
+  `share_prompts` (and one process) a call's distinct prompts are prefilled once each and
+  `share_rows` copies their cache rows to every row that asked for them: the decode is the same
+  (each row still draws its own tokens); the prefill is that of the distinct prompts, to rounding
+  (a batched matmul may round a row differently at another batch size).
   """
 
   def __init__(self, config: QwenConfig, params: SamplingParams, *, pad_id: int,
                token_texts: Sequence[str] | None = None, buckets: Buckets = Buckets(),
-               mesh: Mesh | None = None):
+               mesh: Mesh | None = None, share_prompts: bool = True):
     if params.stop_strings and token_texts is None:
       raise ValueError("stop_strings need token_texts (the decoded text of every token id).")
     self.config, self.params, self.pad_id, self.buckets = config, params, pad_id, buckets
     self.mesh = mesh  # places the KV cache (and the prompt rows) by the sharding rules
+    self.share_prompts = share_prompts
     # The decoded text of every id, kept for the rollout's parsers (decoding a 150k vocabulary
     # once per turn took seconds); None when not given.
     self.token_texts = None if token_texts is None else tuple(
@@ -290,23 +308,38 @@ class Sampler:
   def pad(self, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, int]:
     """Left-padded [B_bucket, P_bucket] tokens and mask; prompts longer than the largest bucket
     keep their last tokens (the count is returned) so one long episode cannot stop a run."""
-    b = Buckets.pick(self.buckets.batch, len(prompts))
-    if b is None:
-      raise ValueError(f"{len(prompts)} prompts exceed the largest batch bucket "
-                       f"{self.buckets.batch[-1]}; add a larger bucket or split the batch.")
+    b = self._batch_bucket(len(prompts))
     longest = max((len(x) for x in prompts), default=1)
     width = Buckets.pick(self.buckets.prompt, max(longest, 1)) or self.buckets.prompt[-1]
     tokens, mask = pad_left(prompts, width, self.pad_id, b)
     return tokens, mask, sum(len(p) > width for p in prompts)
 
+  def _batch_bucket(self, rows: int) -> int:
+    b = Buckets.pick(self.buckets.batch, rows)
+    if b is None:
+      raise ValueError(f"{rows} prompts exceed the largest batch bucket "
+                       f"{self.buckets.batch[-1]}; add a larger bucket or split the batch.")
+    return b
+
   def generate(self, weights: Any, prompts: Sequence[Sequence[int]], rng: Array) -> SampleOutput:
     clock = _Clock()
-    tokens, mask, truncated = self.pad(prompts)
+    share = False
+    if self.share_prompts and jax.process_count() == 1:
+      distinct, rows = _distinct(prompts)
+      share = len(distinct) < len(prompts)
+    tokens, mask, truncated = self.pad(distinct if share else prompts)
+    if share:  # the decode's rows: every prompt's
+      b = self._batch_bucket(len(prompts))
+      truncated = sum(len(p) > tokens.shape[1] for p in prompts)
+      rows_b = np.zeros(b, np.int32)
+      rows_b[:len(rows)] = rows
     clock.lap("pad_s")
     mesh = self.mesh if self.mesh is not None and self.mesh.size > 1 else None
     tokens_d, mask_d = _to_device(self, tokens, mask, mesh)
     clock.lap("to_device_s", (tokens_d, mask_d))
     state = prefill(self.config, self.params, weights, tokens_d, mask_d, rng, mesh)
+    if share:
+      state = share_rows(state, rows_b, np.arange(b) < len(prompts), mesh)
     clock.lap("prefill_s", state)
     out = decode(self.config, self.params, self.pad_id, weights, state, self.stop_table, mesh)
     clock.lap("decode_s", out)
@@ -314,7 +347,9 @@ class Sampler:
     out_tokens, logprobs, lengths, stopped = (np.asarray(x)[:len(prompts)] for x in
                                               jax.device_get(out))
     clock.lap("to_host_s")
-    stats = {**clock.seconds, **slot_counts(mask, lengths)}
+    stats = {**clock.seconds, **slot_counts(mask, lengths, b if share else None),
+             "prompts": len(prompts),
+             "prompt_rows_shared": len(prompts) - len(distinct) if share else 0}
     return SampleOutput(out_tokens, logprobs, lengths, stopped, truncated, stats)
 
 
@@ -331,12 +366,22 @@ class _Clock:
     self.seconds[name], self._t = now - self._t, now
 
 
-def slot_counts(mask_BxP: np.ndarray, lengths: np.ndarray) -> dict[str, int]:
-  """Where a call's prompt and decode slots went: real tokens, padding rows of the batch bucket,
-  and (decode) slots of rows that had already stopped while others still decoded."""
-  rows, width = mask_BxP.shape
+def _distinct(prompts: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+  """The distinct prompts in first-seen order, and each prompt's index among them."""
+  index: dict[tuple[int, ...], int] = {}
+  rows = [index.setdefault(tuple(p), len(index)) for p in prompts]
+  return [list(p) for p in index], rows
+
+
+def slot_counts(mask_BxP: np.ndarray, lengths: np.ndarray,
+                decode_rows: int | None = None) -> dict[str, int]:
+  """Where a call's prompt and decode slots went: the prefill's real tokens (`mask_BxP`: the
+  prompts it ran), padding rows of the decode's batch bucket (`decode_rows`, default the
+  prefill's), and (decode) slots of rows that had already stopped while others still decoded."""
+  width = mask_BxP.shape[1]
+  rows = mask_BxP.shape[0] if decode_rows is None else decode_rows
   steps = int(lengths.max(initial=0))  # the loop runs until its longest row ends
-  return {"prompt_slots": rows * width, "prompt_tokens": int(mask_BxP.sum()),
+  return {"prompt_slots": mask_BxP.shape[0] * width, "prompt_tokens": int(mask_BxP.sum()),
           "decode_steps": steps, "decode_slots": rows * steps,
           "decode_tokens": int(lengths.sum()),
           "decode_padding_row_slots": (rows - len(lengths)) * steps,

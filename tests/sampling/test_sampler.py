@@ -173,3 +173,37 @@ def test_first_argmax_is_numpy_argmax_ties_included():
   x = np.asarray([[1, 3, 3, 0], [5, 5, 5, 5], [-np.inf, -1, -np.inf, -2]], np.float32)
   x = np.concatenate([x, np.random.RandomState(0).randn(50, 4).astype(np.float32)])
   np.testing.assert_array_equal(sampling.sampler.first_argmax(jnp.asarray(x)), np.argmax(x, -1))
+
+
+def test_repeated_prompts_are_prefilled_once_and_decode_as_before(tiny):
+  """A group's rows share their prompt: the prefill runs on the 2 distinct prompts; greedy rows
+  equal a full recompute, and sampled rows equal the unshared sampler's (same key)."""
+  config, weights = tiny
+  a, b = PROMPTS[0], PROMPTS[1]
+  batch = [a, b, a, a]
+  greedy = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=5, temperature=0.0),
+                            pad_id=0, buckets=sampling.Buckets(batch=(2, 4), prompt=(16,)))
+  out = greedy.generate(weights, batch, jax.random.key(0))
+  for i, prompt in enumerate(batch):
+    assert list(out.tokens[i]) == _reference_greedy(config, weights, prompt, 5), i
+  assert out.stats["prompt_rows_shared"] == 2
+  assert out.stats["prompt_slots"] == 2 * 16  # the distinct prompts' bucket, not 4 rows
+  assert out.stats["prompt_tokens"] == len(a) + len(b)
+  params = sampling.SamplingParams(max_new_tokens=6, temperature=1.0)
+  shared, unshared = (sampling.Sampler(config, params, pad_id=0, share_prompts=share,
+                                       buckets=sampling.Buckets(batch=(2, 4, 8), prompt=(16,)))
+                      for share in (True, False))
+  batch = [a, a, b, a, b]  # 5 rows in a bucket of 8: three padding rows
+  got, want = (s.generate(weights, batch, jax.random.key(7)) for s in (shared, unshared))
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+  np.testing.assert_array_equal(got.lengths, want.lengths)
+  assert got.stats["decode_padding_row_slots"] == want.stats["decode_padding_row_slots"] == 3 * 6
+  assert len({tuple(t) for t in got.tokens[[0, 1, 3]]}) > 1  # each row drew its own tokens
+  # the bucket's padding rows start finished, whichever prefilled row they were given
+  tokens, mask, _ = shared.pad([a, b])
+  state = sampling.prefill(config, params, weights, tokens, mask, jax.random.key(7))
+  rows = sampling.sampler.share_rows(state, np.array([0, 0, 1, 0, 1, 0, 0, 0], np.int32),
+                                     np.arange(8) < 5)
+  assert np.asarray(rows.empty).tolist() == [False] * 5 + [True] * 3
+  np.testing.assert_array_equal(rows.logits[2], state.logits[1])
