@@ -118,6 +118,19 @@ def kv_cache_bytes(c: QwenConfig, shapes: Shapes, mesh) -> int:
   return int(2 * c.num_layers * b * k * s * c.head_dim * jnp.dtype(c.jnp_dtype).itemsize)
 
 
+def prefill_bytes(c: QwenConfig, shapes: Shapes, mesh) -> int:
+  """The rollout prefill's transient buffers on one device: one layer's dense attention over the
+  prompt — scores [B, N, P, P] in f32, probabilities in the compute dtype, the mask [B, P, P]
+  (bool) — and the prefill's own cache of the P prompt slots [L, B, K, P, H], copied into the
+  decode cache (P + R slots) when it ends. B over data x fsdp, N and K over tensor."""
+  p, dt = shapes.prompt_len, jnp.dtype(c.jnp_dtype).itemsize
+  b = shapes.sample_rows / _split(shapes.sample_rows, mesh, ("data", "fsdp"))
+  n = c.num_heads / _split(c.num_heads, mesh, ("tensor",))
+  k = c.num_kv_heads / _split(c.num_kv_heads, mesh, ("tensor",))
+  attention = b * n * p * p * (4 + dt) + b * p * p
+  return int(attention + 2 * c.num_layers * b * k * p * c.head_dim * dt)
+
+
 def plan(c: QwenConfig, cfg: StepConfig, tx, critic_tx, shapes: Shapes, mesh) -> dict[str, int]:
   """Per-device bytes of every resident and transient buffer of a train step and of rollouts."""
   shp, logical = models.param_shapes(c), models.param_logical_axes(c)
@@ -127,14 +140,16 @@ def plan(c: QwenConfig, cfg: StepConfig, tx, critic_tx, shapes: Shapes, mesh) ->
           "teacher/reference/ema": params * (cfg.keep_reference + cfg.keep_ema),
           "critic + its optimizer": 0,
           "activations (estimate)": activation_bytes(c, cfg, shapes, mesh),
-          "kv cache (rollout)": kv_cache_bytes(c, shapes, mesh)}
+          "kv cache (rollout)": kv_cache_bytes(c, shapes, mesh),
+          "prefill transient (rollout, estimate)": prefill_bytes(c, shapes, mesh)}
   if cfg.needs_critic:
     cc = value_model.critic_config(c)
     cs, cl = models.param_shapes(cc), models.param_logical_axes(cc)
     rows["critic + its optimizer"] = 2 * sharded_bytes(cs, cl, mesh) + _opt_bytes(
         critic_tx, cs, cl, mesh)  # weights + grads + moments (the head is negligible)
-  rows["train step total"] = sum(v for k, v in rows.items() if k != "kv cache (rollout)")
-  rows["rollout total"] = params + rows["teacher/reference/ema"] + rows["kv cache (rollout)"]
+  rows["train step total"] = sum(v for k, v in rows.items() if "(rollout" not in k)
+  rows["rollout total"] = (params + rows["teacher/reference/ema"] + rows["kv cache (rollout)"] +
+                           rows["prefill transient (rollout, estimate)"])
   rows["peak"] = max(rows["train step total"], rows["rollout total"])
   return rows
 

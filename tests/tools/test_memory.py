@@ -55,3 +55,19 @@ def test_cli_prints_the_table(capsys):
                       "--config.mesh.fsdp=-1", "--prompt_len=1024"]) == 0
   out = capsys.readouterr().out
   assert "fsdp': 8" in out and "optimizer state" in out and out.strip().endswith("GiB")
+
+
+def test_prefill_transient_matches_hand_count_and_counts_in_the_rollout():
+  """qwen3_1p7b: 16 query heads, 8 KV heads, 28 layers, head dim 128, bf16; 128 prompts of 2048
+  tokens over data x fsdp = 4, heads over tensor = 2."""
+  rows = _plan(mesh=(2, 2, 2))
+  b, n, k, p = 128 / 4, 16 / 2, 8 / 2, 2048
+  scores_probs_mask = b * n * p * p * (4 + 2) + b * p * p
+  prompt_cache = 2 * 28 * b * k * p * 128 * 2
+  assert rows["prefill transient (rollout, estimate)"] == scores_probs_mask + prompt_cache
+  assert scores_probs_mask > prompt_cache  # dense attention over a long prompt: the larger part
+  assert rows["rollout total"] == (rows["policy params"] + rows["kv cache (rollout)"] +
+                                   rows["prefill transient (rollout, estimate)"])
+  assert rows["train step total"] == sum(rows[k] for k in (
+      "policy params", "gradients", "optimizer state", "teacher/reference/ema",
+      "critic + its optimizer", "activations (estimate)"))
