@@ -8,7 +8,8 @@ One JSON per (variant, estimator, seed, knobs) run under `--out`; a run whose JS
 skipped, so a stopped study continues where it stopped and partial results are usable.
 `--quick` (seed 0 of GRPO and StepOPSD on `main` and `null`, warm-ups included) writes under
 `bench/results/credit_study_quick/` by default, so it runs rather than finding the full study's
-JSONs, and records its wall time there (`quick.json`).
+JSONs (its own run JSONs are not committed: git ignores them), and records its wall time there
+(`quick.json`, committed) when one invocation ran all four runs.
 `--report` (also run at the end) reads every JSON and writes the tables (`summary.json`,
 `summary.md`) and the plots (`*.png`) next to them.
 
@@ -211,7 +212,10 @@ def main(argv=None) -> int:
   todo = [r.name for r in runs if not os.path.exists(os.path.join(args.out, r.name + ".json"))]
   print(f"{len(runs) - len(todo)} of the {'quick' if args.quick else 'full'} study's "
         f"{len(runs)} runs are done" + (f"; not yet: {' '.join(todo)}" if todo else ""))
-  if args.quick:
+  if args.quick and len(ran) < len(runs):
+    print(f"quick.json left as it was: this invocation ran {len(ran)} of the {len(runs)} runs "
+          f"(delete {args.out}/*_seed0.json to time them all)")
+  elif args.quick:
     with open(os.path.join(args.out, "quick.json"), "w") as f:
       json.dump({"wall_s": wall, "runs": ran, "cache": args.cache, "commit": COMMIT,
                  "warm_ups_built": sorted(set(os.listdir(args.cache)) - warm_before),
