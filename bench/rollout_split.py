@@ -9,7 +9,8 @@ from their configs' `:runlocal` (a tiny random model: its responses run to the t
 these show the machinery's costs, not a trained policy's). ALFWorld games and the Search-QA
 corpus are generated under `--data` when missing. The `--rollouts` rollouts run twice, the same
 tasks and keys: the first pass untimed (every shape they meet compiles then), the seconds of the
-second summed by part (`--sharing both`: each rollout with `rollout.share_prompts` off, then on):
+second summed by part (`--sharing both`, the default: each rollout with
+`rollout.share_prompts` off, then on):
 
 - generate: pad, to_device, prefill, decode, to_host (the sampler's own split) and the rest of
   the call (bucket choice, Python);
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
   p.add_argument("--data", default=os.path.join(
       os.environ.get("STEPOPSD_CACHE_DIR", os.path.expanduser("~/.cache/stepopsd")),
       "bench_rollout"))
-  p.add_argument("--sharing", choices=("on", "off", "both"), default="on",
+  p.add_argument("--sharing", choices=("on", "off", "both"), default="both",
                  help="rollout.share_prompts; both: each rollout unshared, then shared, in turn")
   p.add_argument("--out", default="bench/results/rollout_split.json")
   args = p.parse_args(argv)
