@@ -67,3 +67,23 @@ def test_sampler_with_a_mesh_equals_unsharded(tiny, unsharded, mesh_shape):
   np.testing.assert_array_equal(out.tokens, unsharded.tokens)
   np.testing.assert_array_equal(out.lengths, unsharded.lengths)
   np.testing.assert_allclose(out.logprobs, unsharded.logprobs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
+def test_shared_prompts_on_a_mesh_equal_unsharded_unshared(tiny, mesh_shape):
+  """8 rows of 3 distinct prompts on a mesh: the distinct prompts' prefill (3 rows, bucket 4) is
+  copied to the 8 rows over data x fsdp; tokens as the one-device sampler without sharing."""
+  config, weights = tiny
+  buckets = sampling.Buckets(batch=(4, 8), prompt=(16,))
+  batch = [PROMPTS[i] for i in (0, 1, 0, 2, 0, 1, 2, 0)]
+  want = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, share_prompts=False
+                          ).generate(weights, batch, jax.random.key(1))
+  mesh = sharding.make_mesh(*mesh_shape)
+  placed = jax.device_put(weights, sharding.tree_shardings(
+      models.param_logical_axes(config), models.param_shapes(config), mesh))
+  got = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, mesh=mesh).generate(
+      placed, batch, jax.random.key(1))
+  assert got.stats["prompt_rows_shared"] == 5
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_array_equal(got.lengths, want.lengths)
+  np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=1e-5, atol=1e-5)
