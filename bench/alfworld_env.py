@@ -3,8 +3,9 @@
 Both engines play the same seeded random walks (admissible commands plus some junk) on the
 same games; their transcripts (observations, admissible commands, won) are compared exactly.
 Steps/s counts `step` calls only; `load`, the `reset` after it (cold) and the `reset` after the
-walk (warm: the game's texts are parsed and its translation memoised by then) are timed apart. Then a whole batch: `BatchedEnv`, `--envs` envs in groups of `--group` on
-the games, first batch (cold: games load) and second batch (warm). Games are generated unless
+walk (warm: the game's texts are parsed and its translation memoised by then) are timed apart.
+Then a whole batch: `BatchedEnv`, `--envs` envs in groups of `--group` on the games, first batch
+(cold: games load) and second batch (warm). Games are generated unless
 `--data-dir` is given. Prints a markdown table and writes everything to `--out` as JSON.
 
 Then rollouts as the trainer makes them: `--rollouts` times a fresh `BatchedEnv` of `--envs` envs
@@ -139,11 +140,9 @@ def bench_batches(name: str, benv, tasks, args) -> dict:
 
 class _OwnCopies:
   """textworld's way: every env loads its own library copy, and none is given back."""
-  copies = 0
 
   def take(self):
     import fast_downward  # pylint: disable=import-outside-toplevel
-    self.copies += 1
     return fast_downward.load_lib()
 
   def give(self, lib) -> None:
