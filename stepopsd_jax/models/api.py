@@ -88,6 +88,16 @@ def hidden_states(config: QwenConfig, params: Params, tokens: Int[Array, "B T"],
   return h
 
 
+def hidden_with_cache(config: QwenConfig, params: Params, tokens: Int[Array, "B T"],
+                      positions: Int[Array, "B T"], mask: Bool[Array, "B T S"], cache: KVCache,
+                      cache_index: Int[Array, ""] | int = 0):
+  """Final-normed hidden states [B, T, D] and the cache with T new slots written at
+  `cache_index`, under any attention mask (e.g. several prompts packed into one row, each
+  seeing only itself). Not jitted: call inside a jit."""
+  return _module(config).apply({"params": params}, tokens, positions, mask, cache, cache_index,
+                               method=Qwen.hidden)
+
+
 def project(config: QwenConfig, params: Params, h: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
   """Hidden states to f32 logits (tied embedding or lm_head)."""
   return _module(config).apply({"params": params}, h, method=Qwen.project)

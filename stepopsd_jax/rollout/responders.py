@@ -66,7 +66,7 @@ def render(tokenizer, text: str, cfg: prompts.PromptConfig) -> list[int]:
 def agent_sampler(model_config, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
                   top_p: float = 1.0, top_k: int = 0, buckets: Buckets = Buckets(),
                   stop_strings: Sequence[str] = (parse.ACTION_CLOSE,), mesh=None,
-                  share_prompts: bool = True) -> Sampler:
+                  share_prompts: bool = True, pack_prompts: bool = True) -> Sampler:
   """A sampler that stops at the tokenizer's EOS or at a stop string (an env protocol's
   `stop_strings`, `</action>` by default). `mesh`: decode with the prompt rows and the KV cache
   sharded over it (the weights bring their own shardings)."""
@@ -75,7 +75,7 @@ def agent_sampler(model_config, tokenizer, *, max_new_tokens: int, temperature: 
                           stop_strings=tuple(stop_strings))
   return Sampler(model_config, params, pad_id=tokenizer.pad_token_id,
                  token_texts=vocab_texts(tokenizer, model_config.vocab_size), buckets=buckets,
-                 mesh=mesh, share_prompts=share_prompts)
+                 mesh=mesh, share_prompts=share_prompts, pack_prompts=pack_prompts)
 
 
 def account_generate(out, counts) -> None:

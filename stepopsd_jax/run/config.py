@@ -82,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
       batch_buckets=buckets["batch"],  # StepBatch rows (agent steps): the train step's shapes
       decode_batch_buckets=(),  # the sampler's batch (episodes); empty: see decode_batch_buckets
       share_prompts=True,  # prefill a sampler call's repeated prompts once (Sampler)
+      pack_prompts=True,  # pack short prompts several to a prefill row when it saves rows
       prompt_buckets=buckets["prompt"]))
   c.algo = ml_collections.ConfigDict({k: v for k, v in _defaults(StepConfig).items()
                                       if k not in NOT_ALGO})

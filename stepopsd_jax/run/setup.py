@@ -111,7 +111,7 @@ def make_sampler(config, model_config, tokenizer, *, greedy: bool,
                                                           jax.process_count()),
                                prompt=tuple(r.prompt_buckets), rows=tuple(r.batch_buckets)),
       stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh,
-      share_prompts=r.share_prompts)
+      share_prompts=r.share_prompts, pack_prompts=r.pack_prompts)
 
 
 def build(config, rng) -> tuple[Setup, object]:

@@ -4,7 +4,9 @@ Prompts are left-padded, so every row's next token goes to the same cache slot a
 step is a single [B, 1] forward. Batch size and prompt length are rounded up to padding buckets,
 so a multi-turn rollout compiles once per (batch bucket, prompt bucket), not once per turn.
 Identical prompts in one call (a group's G rollouts start from one prompt) are prefilled once
-and their KV cache rows copied (`share_prompts`, one process).
+and their KV cache rows copied (`share_prompts`, one process), and short prompts are packed
+several to a prefill row, each attending only to itself (`pack_prompts`, one process), so the
+prefill runs on fewer padded slots.
 The loop state carries the RNG key; stop tokens and stop strings (via `stop.build_stop_table`)
 end rows on the device, and the results come to the host in one transfer.
 """
@@ -165,7 +167,7 @@ def _truncate(logits_BxV: Array, params: SamplingParams) -> Array:
 
 
 # Incremented on every trace of `prefill` / `decode` ("generate"): tests count compilations.
-TRACE_COUNT = {"prefill": 0, "generate": 0}
+TRACE_COUNT = {"prefill": 0, "prefill_packed": 0, "generate": 0}
 
 
 # Logical axes of the prefill's stacked cache [L, B, K, P, H] and of the decode loop's per-layer
@@ -280,6 +282,86 @@ def share_rows(state: Prefilled, rows_B: Int[Array, "B"], real_B: Bool[Array, "B
                    take(state.empty) | ~real_B, state.rng)
 
 
+class Packed(NamedTuple):
+  """Prompts packed into prefill rows of one prompt bucket's width (host arrays)."""
+  tokens: np.ndarray  # int32 [N, W]
+  positions: np.ndarray  # int32 [N, W]: 0 at each prompt's first token
+  segments: np.ndarray  # int32 [N, W]: 1 + the prompt's index; 0 on unused slots
+  starts: np.ndarray  # int32 [prompts]: each prompt's first slot, flattened (row * W + column)
+
+
+def pack(seqs: Sequence[Sequence[int]], width: int, rows_multiple: int = 1) -> Packed:
+  """First-fit decreasing: the longest prompt first, each into the first row with room (ties in
+  order). Rows are rounded up to a power of two times `rows_multiple` (a compile per bucket, and
+  rows that shard evenly). Every prompt must fit in `width`."""
+  order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+  used: list[int] = []
+  place = [(0, 0)] * len(seqs)
+  for i in order:
+    n = len(seqs[i])
+    if n > width:
+      raise ValueError(f"prompt {i} has {n} tokens, more than the packing width {width}.")
+    row = next((r for r, u in enumerate(used) if u + n <= width), len(used))
+    if row == len(used):
+      used.append(0)
+    place[i], used[row] = (row, used[row]), used[row] + n
+  rows = rows_multiple
+  while rows < len(used):
+    rows *= 2
+  tokens, positions, segments = (np.zeros((rows, width), np.int32) for _ in range(3))
+  for i, (row, col) in enumerate(place):
+    n = len(seqs[i])
+    tokens[row, col:col + n] = seqs[i]
+    positions[row, col:col + n] = np.arange(n)
+    segments[row, col:col + n] = i + 1
+  starts = np.asarray([row * width + col for row, col in place], np.int32)
+  return Packed(tokens, positions, segments, starts)
+
+
+def unpack_index(lengths: np.ndarray, starts: np.ndarray, rows_B: np.ndarray, real_B: np.ndarray,
+                 width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Where each decode row's left-padded prompt slots come from in the packed prefill: a flat
+  index [B, W] (row * W + column; 0 on padding) and the prompt mask [B, W]. Row b takes prompt
+  `rows_B[b]`; rows with `real_B` False are padding (all-False mask)."""
+  n = np.where(real_B, lengths[rows_B], 0)[:, None]
+  col = np.arange(width)[None, :]
+  mask = col >= width - n
+  index = np.where(mask, starts[rows_B][:, None] + col - (width - n), 0).astype(np.int32)
+  return index, mask
+
+
+@functools.partial(jax.jit, static_argnames=("config", "params", "mesh"))
+def prefill_packed(config: QwenConfig, params: SamplingParams, weights, tokens_NxW, positions_NxW,
+                   segments_NxW, index_BxW: Int[Array, "B W"], mask_BxW: Bool[Array, "B W"],
+                   rng: Array, mesh: Mesh | None = None) -> Prefilled:
+  """`prefill` of B left-padded rows, computed on the packed prompts: each packed prompt attends
+  causally to itself only (its own positions from 0), then every row gathers its prompt's cache
+  slots (`unpack_index`) into the usual decode cache and takes the logits of its last token."""
+  TRACE_COUNT["prefill_packed"] += 1
+  n, w = tokens_NxW.shape
+  b, r = index_BxW.shape[0], params.max_new_tokens
+  seg = segments_NxW
+  causal = jnp.tril(jnp.ones((w, w), bool))[None]
+  mask_NxWxW = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0) & causal
+  cache = _place_cache(models.init_cache(config, n, w), mesh)
+  h_NxWxD, cache = models.hidden_with_cache(config, weights, tokens_NxW, positions_NxW,
+                                            mask_NxWxW, cache, 0)
+  last_B = index_BxW[:, -1]  # left-padded: a row's last slot holds its prompt's last token
+  h_BxD = jnp.take(h_NxWxD.reshape(n * w, -1), last_B, axis=0)
+  logits = models.project(config, weights, h_BxD[:, None])[:, 0]
+
+  def unpack(x_LxNxKxWxH):  # -> [L, B, K, W, H], the rows' left-padded prompt slots
+    l, _, k, _, hd = x_LxNxKxWxH.shape
+    flat = x_LxNxKxWxH.transpose(0, 1, 3, 2, 4).reshape(l, n * w, k, hd)
+    return jnp.take(flat, index_BxW, axis=1).transpose(0, 1, 3, 2, 4)
+
+  cache = {name: unpack(x) for name, x in cache.items()}
+  cache = _place_cache(qwen.decode_cache(config, cache, w + r), mesh, DECODE_CACHE_AXES)
+  key_mask = jnp.concatenate([mask_BxW, jnp.zeros((b, r), bool)], axis=1)
+  count = jnp.sum(mask_BxW, axis=1, dtype=jnp.int32)
+  return Prefilled(cache, key_mask, logits, jnp.maximum(count, 1), count == 0, rng)
+
+
 class Sampler:
   """Host-side front end: buckets and pads prompts, runs `prefill` then `decode`, returns numpy.
 
@@ -287,17 +369,21 @@ class Sampler:
   `share_prompts` (and one process) a call's distinct prompts are prefilled once each and
   `share_rows` copies their cache rows to every row that asked for them: the decode is the same
   (each row still draws its own tokens); the prefill is that of the distinct prompts, to rounding
-  (a batched matmul may round a row differently at another batch size).
+  (a batched matmul may round a row differently at another batch size). With `pack_prompts`
+  (and one process) the prompts are packed several to a prefill row when that needs fewer rows
+  (`pack`; each attends only to itself, at its own positions) and the decode rows gather their
+  prompt's cache slots from it (`prefill_packed`): the same cache and logits, to rounding.
   """
 
   def __init__(self, config: QwenConfig, params: SamplingParams, *, pad_id: int,
                token_texts: Sequence[str] | None = None, buckets: Buckets = Buckets(),
-               mesh: Mesh | None = None, share_prompts: bool = True):
+               mesh: Mesh | None = None, share_prompts: bool = True,
+               pack_prompts: bool = True):
     if params.stop_strings and token_texts is None:
       raise ValueError("stop_strings need token_texts (the decoded text of every token id).")
     self.config, self.params, self.pad_id, self.buckets = config, params, pad_id, buckets
     self.mesh = mesh  # places the KV cache (and the prompt rows) by the sharding rules
-    self.share_prompts = share_prompts
+    self.share_prompts, self.pack_prompts = share_prompts, pack_prompts
     # The decoded text of every id, kept for the rollout's parsers (decoding a 150k vocabulary
     # once per turn took seconds); None when not given.
     self.token_texts = None if token_texts is None else tuple(
@@ -323,23 +409,42 @@ class Sampler:
 
   def generate(self, weights: Any, prompts: Sequence[Sequence[int]], rng: Array) -> SampleOutput:
     clock = _Clock()
+    one_process = jax.process_count() == 1
     share = False
-    if self.share_prompts and jax.process_count() == 1:
+    if self.share_prompts and one_process:
       distinct, rows = _distinct(prompts)
       share = len(distinct) < len(prompts)
-    tokens, mask, truncated = self.pad(distinct if share else prompts)
-    if share:  # the decode's rows: every prompt's
+    seqs = distinct if share else prompts
+    tokens, mask, truncated = self.pad(seqs)
+    mesh = self.mesh if self.mesh is not None and self.mesh.size > 1 else None
+    packed = None
+    if self.pack_prompts and one_process:
+      width = tokens.shape[1]
+      packed = pack([list(p)[-width:] for p in seqs], width,
+                    sharding.data_parallel_size(mesh) if mesh is not None else 1)
+      if packed.tokens.shape[0] >= tokens.shape[0]:  # no fewer prefill rows: not worth it
+        packed = None
+    if share or packed is not None:  # the decode's rows: every prompt's
       b = self._batch_bucket(len(prompts))
       truncated = sum(len(p) > tokens.shape[1] for p in prompts)
       rows_b = np.zeros(b, np.int32)
-      rows_b[:len(rows)] = rows
+      rows_b[:len(prompts)] = rows if share else np.arange(len(prompts))
+      real_b = np.arange(b) < len(prompts)
+    if packed is not None:
+      index, row_mask = unpack_index(mask.sum(axis=1), packed.starts, rows_b, real_b,
+                                     tokens.shape[1])
     clock.lap("pad_s")
-    mesh = self.mesh if self.mesh is not None and self.mesh.size > 1 else None
-    tokens_d, mask_d = _to_device(self, tokens, mask, mesh)
-    clock.lap("to_device_s", (tokens_d, mask_d))
-    state = prefill(self.config, self.params, weights, tokens_d, mask_d, rng, mesh)
-    if share:
-      state = share_rows(state, rows_b, np.arange(b) < len(prompts), mesh)
+    if packed is not None:
+      arrays = _rows_to_device(mesh, packed.tokens, packed.positions, packed.segments, index,
+                               row_mask)
+      clock.lap("to_device_s", arrays)
+      state = prefill_packed(self.config, self.params, weights, *arrays, rng, mesh)
+    else:
+      tokens_d, mask_d = _to_device(self, tokens, mask, mesh)
+      clock.lap("to_device_s", (tokens_d, mask_d))
+      state = prefill(self.config, self.params, weights, tokens_d, mask_d, rng, mesh)
+      if share:
+        state = share_rows(state, rows_b, real_b, mesh)
     clock.lap("prefill_s", state)
     out = decode(self.config, self.params, self.pad_id, weights, state, self.stop_table, mesh)
     clock.lap("decode_s", out)
@@ -347,9 +452,13 @@ class Sampler:
     out_tokens, logprobs, lengths, stopped = (np.asarray(x)[:len(prompts)] for x in
                                               jax.device_get(out))
     clock.lap("to_host_s")
-    stats = {**clock.seconds, **slot_counts(mask, lengths, b if share else None),
+    prefilled = packed.segments > 0 if packed is not None else mask
+    stats = {**clock.seconds,
+             **slot_counts(prefilled, lengths, b if share or packed is not None else None),
              "prompts": len(prompts),
-             "prompt_rows_shared": len(prompts) - len(distinct) if share else 0}
+             "prompt_rows_shared": len(prompts) - len(distinct) if share else 0,
+             "prefill_rows": prefilled.shape[0],
+             "prefill_rows_unpacked": tokens.shape[0]}
     return SampleOutput(out_tokens, logprobs, lengths, stopped, truncated, stats)
 
 
@@ -386,6 +495,15 @@ def slot_counts(mask_BxP: np.ndarray, lengths: np.ndarray,
           "decode_tokens": int(lengths.sum()),
           "decode_padding_row_slots": (rows - len(lengths)) * steps,
           "decode_after_stop_slots": int((steps - lengths).sum())}
+
+
+def _rows_to_device(mesh: Mesh | None, *arrays: np.ndarray) -> tuple:
+  """Host arrays [rows, ...] on the device(s) of one process: rows over (data, fsdp) where that
+  divides them, else copied."""
+  if mesh is None:
+    return tuple(jax.device_put(x) for x in arrays)
+  return tuple(jax.device_put(x, NamedSharding(mesh, sharding.logical_to_spec(
+      ("batch",) + (None,) * (x.ndim - 1), x.shape, mesh))) for x in arrays)
 
 
 def _to_device(sampler: Sampler, tokens: np.ndarray, mask: np.ndarray, mesh: Mesh | None):

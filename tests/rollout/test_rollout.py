@@ -95,7 +95,8 @@ def test_hindsight_shows_the_shortest_other_winner_never_oneself(random_rollout,
 def test_five_turn_rollout_compiles_once_per_bucket_pair(tokenizer):
   config, weights = tiny_policy(tokenizer)
   sampler = rollout.agent_sampler(config, tokenizer, max_new_tokens=8,
-                               buckets=sampling.Buckets(batch=(8, 16, 32), prompt=(128, 256, 512)))
+                               buckets=sampling.Buckets(batch=(8, 16, 32), prompt=(128, 256, 512)),
+                               pack_prompts=False)  # prefill slots = the padded shapes recorded
   used, calls = set(), []
   pad = sampler.pad
 

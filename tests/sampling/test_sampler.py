@@ -96,12 +96,14 @@ def test_one_compile_per_bucket_pair(tiny):
   s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=3, temperature=1.0),
                        pad_id=0, buckets=BUCKETS)
   before = dict(sampling.TRACE_COUNT)
-  traced = lambda: {k: sampling.TRACE_COUNT[k] - before[k] for k in ("prefill", "generate")}
+  traced = lambda: {k: sampling.TRACE_COUNT[k] - before[k]
+                    for k in ("prefill", "prefill_packed", "generate")}
   for turn, n in enumerate([1, 2, 3, 5, 7, 8]):  # all in prompt bucket 8, batch bucket 2
     s.generate(weights, [list(range(1, n + 1)), [4] * (9 - n)], jax.random.key(turn))
-  assert traced() == {"prefill": 1, "generate": 1}
-  s.generate(weights, [[1] * 12, [2]], jax.random.key(9))  # prompt bucket 16
-  assert traced() == {"prefill": 2, "generate": 2}
+  assert traced() == {"prefill": 1, "prefill_packed": 0, "generate": 1}  # 9 tokens: 2 rows
+  for turn, n in enumerate([1, 4, 11, 13]):  # prompt bucket 16; both fit in one packed row
+    s.generate(weights, [[1] * n, [2] * (14 - n)], jax.random.key(turn))
+  assert traced() == {"prefill": 1, "prefill_packed": 1, "generate": 2}
 
 
 def test_overlong_prompt_is_cut_from_the_left_and_counted(tiny):
@@ -182,7 +184,8 @@ def test_repeated_prompts_are_prefilled_once_and_decode_as_before(tiny):
   a, b = PROMPTS[0], PROMPTS[1]
   batch = [a, b, a, a]
   greedy = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=5, temperature=0.0),
-                            pad_id=0, buckets=sampling.Buckets(batch=(2, 4), prompt=(16,)))
+                            pad_id=0, buckets=sampling.Buckets(batch=(2, 4), prompt=(16,)),
+                            pack_prompts=False)
   out = greedy.generate(weights, batch, jax.random.key(0))
   for i, prompt in enumerate(batch):
     assert list(out.tokens[i]) == _reference_greedy(config, weights, prompt, 5), i
@@ -191,7 +194,8 @@ def test_repeated_prompts_are_prefilled_once_and_decode_as_before(tiny):
   assert out.stats["prompt_tokens"] == len(a) + len(b)
   params = sampling.SamplingParams(max_new_tokens=6, temperature=1.0)
   shared, unshared = (sampling.Sampler(config, params, pad_id=0, share_prompts=share,
-                                       buckets=sampling.Buckets(batch=(2, 4, 8), prompt=(16,)))
+                                       buckets=sampling.Buckets(batch=(2, 4, 8), prompt=(16,)),
+                                       pack_prompts=False)
                       for share in (True, False))
   batch = [a, a, b, a, b]  # 5 rows in a bucket of 8: three padding rows
   got, want = (s.generate(weights, batch, jax.random.key(7)) for s in (shared, unshared))
@@ -207,3 +211,55 @@ def test_repeated_prompts_are_prefilled_once_and_decode_as_before(tiny):
                                      np.arange(8) < 5)
   assert np.asarray(rows.empty).tolist() == [False] * 5 + [True] * 3
   np.testing.assert_array_equal(rows.logits[2], state.logits[1])
+
+
+def test_pack_places_the_longest_first_into_the_first_row_with_room():
+  p0, p1, p2 = [11, 12, 13, 14, 15], [21, 22, 23], [31, 32, 33, 34]
+  packed = sampling.sampler.pack([p0, p1, p2], width=8, rows_multiple=1)
+  # by hand: p0 (5) -> row 0; p2 (4) does not fit after it -> row 1; p1 (3) -> row 0 at 5
+  np.testing.assert_array_equal(packed.tokens, [p0 + p1, p2 + [0] * 4])
+  np.testing.assert_array_equal(packed.positions, [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3] + [0] * 4])
+  np.testing.assert_array_equal(packed.segments, [[1] * 5 + [2] * 3, [3] * 4 + [0] * 4])
+  np.testing.assert_array_equal(packed.starts, [0, 5, 8])
+  assert sampling.sampler.pack([p0, p1, p2], width=8, rows_multiple=4).tokens.shape == (4, 8)
+  assert sampling.sampler.pack([p0] * 3, width=8).tokens.shape == (4, 8)  # 3 rows -> 4
+  with pytest.raises(ValueError, match="more than the packing width"):
+    sampling.sampler.pack([p0], width=4)
+
+
+def test_unpack_index_puts_each_rows_prompt_at_the_right_of_its_slots():
+  index, mask = sampling.sampler.unpack_index(
+      np.array([5, 3, 4]), np.array([0, 5, 8]), np.array([1, 0, 2, 0]),
+      np.array([True, True, True, False]), width=8)
+  np.testing.assert_array_equal(mask, [[0] * 5 + [1] * 3, [0] * 3 + [1] * 5, [0] * 4 + [1] * 4,
+                                       [0] * 8])
+  np.testing.assert_array_equal(index, [[0] * 5 + [5, 6, 7], [0] * 3 + [0, 1, 2, 3, 4],
+                                        [0] * 4 + [8, 9, 10, 11], [0] * 8])
+
+
+def test_packed_prompts_decode_as_a_full_recompute_and_as_unpacked(tiny):
+  """Six prompts of 1-10 tokens pack into 2 prefill rows of 16 instead of 8: greedy rows equal a
+  full recompute of each prompt alone, sampled rows the unpacked sampler's (same key)."""
+  config, weights = tiny
+  batch = [[5, 6, 7], list(range(20, 30)), [3], [40, 41, 42, 43, 44], list(range(50, 57)),
+           [60, 61]]
+  buckets = sampling.Buckets(batch=(8,), prompt=(16,))
+  greedy = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=5, temperature=0.0),
+                            pad_id=0, buckets=buckets)
+  out = greedy.generate(weights, batch, jax.random.key(0))
+  for i, prompt in enumerate(batch):
+    assert list(out.tokens[i]) == _reference_greedy(config, weights, prompt, 5), i
+  assert out.stats["prefill_rows"] == 2 and out.stats["prefill_rows_unpacked"] == 8
+  assert out.stats["prompt_slots"] == 2 * 16
+  assert out.stats["prompt_tokens"] == sum(map(len, batch))
+  assert out.stats["decode_padding_row_slots"] == 2 * 5  # 6 rows in the decode's bucket of 8
+  params = sampling.SamplingParams(max_new_tokens=6, temperature=1.0)
+  packed, unpacked = (sampling.Sampler(config, params, pad_id=0, buckets=buckets,
+                                       pack_prompts=pack) for pack in (True, False))
+  batch = batch + [batch[1]]  # a repeated prompt too: shared, then packed
+  got, want = (s.generate(weights, batch, jax.random.key(7)) for s in (packed, unpacked))
+  assert got.stats["prefill_rows"] == 2 and got.stats["prompt_rows_shared"] == 1
+  assert want.stats["prefill_rows"] == 8
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+  np.testing.assert_array_equal(got.lengths, want.lengths)

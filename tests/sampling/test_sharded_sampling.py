@@ -87,3 +87,24 @@ def test_shared_prompts_on_a_mesh_equal_unsharded_unshared(tiny, mesh_shape):
   np.testing.assert_array_equal(got.tokens, want.tokens)
   np.testing.assert_array_equal(got.lengths, want.lengths)
   np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
+def test_packed_prompts_on_a_mesh_equal_unsharded_unpacked(tiny, mesh_shape):
+  """16 short prompts pack into 2 prefill rows, rounded up to data x fsdp (4 or 8) rows instead
+  of 16; each decode row gathers its prompt's cache slots across devices. Tokens as the
+  one-device sampler without packing."""
+  config, weights = tiny
+  buckets = sampling.Buckets(batch=(16,), prompt=(16,))
+  batch = [[3 + i] * (1 + i % 4) for i in range(16)]
+  want = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, pack_prompts=False
+                          ).generate(weights, batch, jax.random.key(1))
+  mesh = sharding.make_mesh(*mesh_shape)
+  placed = jax.device_put(weights, sharding.tree_shardings(
+      models.param_logical_axes(config), models.param_shapes(config), mesh))
+  got = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, mesh=mesh).generate(
+      placed, batch, jax.random.key(1))
+  assert got.stats["prefill_rows"] == sharding.data_parallel_size(mesh) < 16
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_array_equal(got.lengths, want.lengths)
+  np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=1e-5, atol=1e-5)
