@@ -91,7 +91,9 @@ def split_rows(command: str, d: dict) -> list[str]:
   from bench import rollout_split  # pylint: disable=g-import-not-at-top
   return [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts, run "
           "once to compile and then timed; parts under 1% everywhere are left out, `other` "
-          "included; `unshared`: `rollout.share_prompts=False`, rollout by rollout in turn):", "",
+          "included; each rollout run with each sampler variant in turn: `plain` every prompt in "
+          "its own prefill row, `shared` `rollout.share_prompts`, `packed` shared and "
+          "`rollout.pack_prompts`):", "",
           rollout_split.table(d["results"], min_fraction=0.01)]
 
 

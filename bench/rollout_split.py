@@ -1,7 +1,7 @@
 """Where a rollout's seconds go, for the three envs: every second of `collect` accounted for.
 
     python bench/rollout_split.py [--envs credit_lab,alfworld,search_qa] [--rollouts 3]
-        [--data DIR] [--sharing on|off|both] [--out bench/results/rollout_split.json]
+        [--data DIR] [--variants plain,shared,packed] [--out bench/results/rollout_split.json]
 
 Each env is built as its config builds it (the trainer's `setup.build`): the credit lab from
 `configs/default.py` (the shipped base model, its 4 tasks x 8 rollouts), ALFWorld and Search-QA
@@ -9,8 +9,10 @@ from their configs' `:runlocal` (a tiny random model: its responses run to the t
 these show the machinery's costs, not a trained policy's). ALFWorld games and the Search-QA
 corpus are generated under `--data` when missing. The `--rollouts` rollouts run twice, the same
 tasks and keys: the first pass untimed (every shape they meet compiles then), the seconds of the
-second summed by part (`--sharing both`, the default: each rollout with
-`rollout.share_prompts` off, then on):
+second summed by part. Each rollout runs once per sampler variant, in turn (`--variants`):
+`plain` (every prompt prefilled in its own row), `shared` (`rollout.share_prompts`: repeated
+prompts prefilled once) and `packed` (shared, and `rollout.pack_prompts`: short prompts packed
+several to a prefill row).
 
 - generate: pad, to_device, prefill, decode, to_host (the sampler's own split) and the rest of
   the call (bucket choice, Python);
@@ -63,39 +65,44 @@ def env_config(name: str, data: str):
   raise ValueError(f"unknown env {name!r}: credit_lab, alfworld or search_qa")
 
 
-def split(name: str, data: str, rollouts: int, shares: tuple[bool, ...] = (True,)) -> list[dict]:
-  """One row per `rollout.share_prompts` value in `shares`, from one setup: each rollout runs
-  once per value in turn (a warm pass of them all first), so machine noise hits them alike."""
+VARIANTS = {"plain": (False, False), "shared": (True, False), "packed": (True, True)}
+
+
+def split(name: str, data: str, rollouts: int, variants: tuple[str, ...] = ("packed",)
+          ) -> list[dict]:
+  """One row per sampler variant (`VARIANTS`: share_prompts, pack_prompts), from one setup:
+  each rollout runs once per variant in turn (a warm pass of them all first), so machine noise
+  hits them alike."""
   config = env_config(name, data)
   setup, params = setup_lib.build(config, jax.random.key(0))
   per_step = config.rollout.batch_size // config.rollout.group_size
-  seconds, values = ({share: {} for share in shares} for _ in range(2))
+  seconds, values = ({variant: {} for variant in variants} for _ in range(2))
 
-  def one(k: int, share: bool, record: bool):
-    setup.sampler.share_prompts = share
+  def one(k: int, variant: str, record: bool):
+    setup.sampler.share_prompts, setup.sampler.pack_prompts = VARIANTS[variant]
     tasks = [setup.train_tasks[(k * per_step + i) % len(setup.train_tasks)]
              for i in range(per_step)]
     result = collect(setup.sampler, params, setup.tokenizer, config.env.name, tasks,
                      jax.random.key(k), setup.rollout_cfg, env_seed=k)
     if record:
       for key, v in result.tally.seconds.items():
-        seconds[share][key] = seconds[share].get(key, 0.0) + v
+        seconds[variant][key] = seconds[variant].get(key, 0.0) + v
       for key, v in result.tally.values.items():
-        values[share][key] = values[share].get(key, 0.0) + v
+        values[variant][key] = values[variant].get(key, 0.0) + v
 
   t = time.perf_counter()
   for k in range(1, rollouts + 1):  # the same rollouts, unrecorded: every shape they meet compiles
-    for share in shares:
-      one(k, share, record=False)
+    for variant in variants:
+      one(k, variant, record=False)
   first_s = time.perf_counter() - t
   for k in range(1, rollouts + 1):
-    for share in shares:
-      one(k, share, record=True)
-  return [_row(name, config, rollouts, first_s, share, seconds[share], values[share])
-          for share in shares]
+    for variant in variants:
+      one(k, variant, record=True)
+  return [_row(name, config, rollouts, first_s, variant, seconds[variant], values[variant])
+          for variant in variants]
 
 
-def _row(name, config, rollouts, first_s, share, seconds, values) -> dict:
+def _row(name, config, rollouts, first_s, variant, seconds, values) -> dict:
   total = seconds["total"]
   parts = {f"generate/{p}": seconds.get(f"generate/{p}", 0.0) for p in GENERATE_PARTS}
   parts["generate/other"] = seconds.get("generate", 0.0) - sum(parts.values())
@@ -108,7 +115,9 @@ def _row(name, config, rollouts, first_s, share, seconds, values) -> dict:
                            max(values.get("decode_slots", 0), 1),
       "prompt_padding": 1 - values.get("prompt_tokens", 0) / max(values.get("prompt_slots", 0), 1)}
   shared = values.get("prompt_rows_shared", 0) / max(values.get("prompts", 0), 1)
-  return {"env": name, "share_prompts": share, "config_env": config.env.name,
+  share, pack = VARIANTS[variant]
+  return {"env": name, "variant": variant, "share_prompts": share, "pack_prompts": pack,
+          "config_env": config.env.name,
           "rollouts": rollouts, "episodes_per_rollout": config.rollout.batch_size,
           "first_pass_s": first_s, "total_s": total, "seconds": parts,
           "fraction": {k: v / total for k, v in parts.items()}, "waste": waste,
@@ -118,7 +127,7 @@ def _row(name, config, rollouts, first_s, share, seconds, values) -> dict:
 def table(rows: list[dict], min_fraction: float = 0.0) -> str:
   """The split as a markdown table, one column per env; parts below `min_fraction` of every
   env's total are left out."""
-  name = lambda r: r["env"] + ("" if r.get("share_prompts", True) else ", unshared")
+  name = lambda r: f"{r['env']}, {r['variant']}"
   lines = ["| part | " + " | ".join(f"{name(r)} ({r['episodes_per_rollout']} episodes)"
                                   for r in rows) + " |",
            "|---|" + "---:|" * len(rows)]
@@ -134,6 +143,10 @@ def table(rows: list[dict], min_fraction: float = 0.0) -> str:
   if all("prompts_shared" in r for r in rows):
     lines.append("| prompts prefilled once for several rows (not counted in the slots) | " +
                  " | ".join(f"{100 * r['prompts_shared']:.0f}%" for r in rows) + " |")
+  if all("prefill_rows" in r["counts"] for r in rows):
+    lines.append("| prefill rows run (without packing) | " + " | ".join(
+        f"{r['counts']['prefill_rows']:.0f} ({r['counts']['prefill_rows_unpacked']:.0f})"
+        for r in rows) + " |")
   return "\n".join(lines)
 
 
@@ -144,17 +157,20 @@ def main(argv=None) -> int:
   p.add_argument("--data", default=os.path.join(
       os.environ.get("STEPOPSD_CACHE_DIR", os.path.expanduser("~/.cache/stepopsd")),
       "bench_rollout"))
-  p.add_argument("--sharing", choices=("on", "off", "both"), default="both",
-                 help="rollout.share_prompts; both: each rollout unshared, then shared, in turn")
+  p.add_argument("--variants", default="plain,shared,packed",
+                 help="sampler variants, each rollout run with each in turn: plain (neither), "
+                      "shared (rollout.share_prompts), packed (shared + rollout.pack_prompts)")
   p.add_argument("--out", default="bench/results/rollout_split.json")
   args = p.parse_args(argv)
   rows = []
-  shares = {"on": (True,), "off": (False,), "both": (False, True)}[args.sharing]
+  variants = tuple(v.strip() for v in args.variants.split(","))
+  if unknown := [v for v in variants if v not in VARIANTS]:
+    p.error(f"unknown --variants {unknown}: choose from {', '.join(VARIANTS)}")
   for name in args.envs.split(","):
-    for row in split(name.strip(), args.data, args.rollouts, shares):
+    for row in split(name.strip(), args.data, args.rollouts, variants):
       rows.append(row)
-      print(f"{name} (share_prompts={row['share_prompts']}): {row['total_s']:.2f} s over "
-            f"{args.rollouts} rollouts", flush=True)
+      print(f"{name} ({row['variant']}): {row['total_s']:.2f} s over {args.rollouts} rollouts",
+            flush=True)
   print(table(rows))
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
