@@ -63,7 +63,7 @@ def summary(workdir: str, wall: float) -> dict:
       delta_std=[r.get("train/delta_std", 0.0) for r in train],
       weight_won=pick("train/weight_won_step"), weight_lost=pick("train/weight_lost_step"),
       rollout_s=float(np.median([r["time/rollout_s"] for r in rows if "time/rollout_s" in r])),
-      train_s=float(np.median([r["time/train_s"] for r in rows if "time/train_s" in r])),
+      update_s=float(np.median([r["time/update_s"] for r in rows if "time/update_s" in r])),
       eval={e["step"]: e["success"] for e in evals if "success" in e})
 
 
@@ -71,7 +71,8 @@ def table(result: dict) -> str:
   lines = ["| run | wall | sampled success, steps 1-5 → last 5 | greedy eval (96 held-out tasks) "
            "at step " + " / ".join(str(k) for k in next(iter(result["runs"].values()))["eval"])
            + " | weight std on control tokens, steps 1-5 / all | the same where A ≠ 0 "
-           "(steps with such tokens) | rollout + update per step |",
+           "(steps with such tokens) | rollout + update per step (medians of `time/rollout_s`, "
+           "`time/update_s`) |",
            "|---|---|---|---|---|---|---|"]
   for name, r in result["runs"].items():
     s, w = r["success"], r["weight_std"]
@@ -82,7 +83,7 @@ def table(result: dict) -> str:
     label = f"`{name}`" + (" (command 1)" if name == "stepopsd" else "")
     lines.append(f"| {label} | {r['wall_s'] / 60:.1f} min | {np.mean(s[:5]):.2f} → "
                  f"{np.mean(s[-5:]):.2f} | {ev} | {std} | {act} | "
-                 f"{r['rollout_s']:.1f} s + {r['train_s']:.1f} s |")
+                 f"{r['rollout_s']:.1f} s + {r['update_s']:.1f} s |")
   return "\n".join(lines)
 
 

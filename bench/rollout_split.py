@@ -14,8 +14,8 @@ second summed by part. Each rollout runs once per sampler variant, in turn (`--v
 prompts prefilled once) and `packed` (shared, and `rollout.pack_prompts`: short prompts packed
 several to a prefill row).
 
-- generate: pad, to_device, prefill, decode, to_host (the sampler's own split) and the rest of
-  the call (bucket choice, Python);
+- generate: pad, wait_params, to_device, prefill, decode, to_host (the sampler's own split) and
+  the rest of the call (bucket choice, Python);
 - prompt: building user texts and chat-template tokenization; detokenize: responses to text;
   parse: response parsing and step rows; env: env steps, resets and retrieval prefetch;
   teacher_prompts: hindsight blocks rendered and tokenized; step_batch: padding into the
@@ -42,7 +42,7 @@ from stepopsd_jax.rollout import collect  # noqa: E402
 from stepopsd_jax.run import config as config_lib  # noqa: E402
 from stepopsd_jax.run import setup as setup_lib  # noqa: E402
 
-GENERATE_PARTS = ("pad", "to_device", "prefill", "decode", "to_host")
+GENERATE_PARTS = ("pad", "wait_params", "to_device", "prefill", "decode", "to_host")
 HOST_PARTS = ("prompt", "detokenize", "parse", "env", "teacher_prompts", "step_batch")
 
 

@@ -6,10 +6,16 @@ Writes DIR/tb/ (TensorBoard), DIR/metrics.jsonl, DIR/eval.json, DIR/plots/learni
 DIR/checkpoints/ (orbax; resumed automatically). A step's train metrics are fetched one step
 late, when the next rollout has waited for its parameters anyway, so the host never blocks on
 the device just to log.
+
+Step times (`time/`): `rollout_s` is the rollout's own wall time, without the wait for the
+previous update's parameters (`rollout_wait_s`: the rollout's host work before its first sampler
+call overlaps that update); `update_s` runs from dispatching the jitted step until its outputs
+are ready, observed by a helper thread so the host keeps working meanwhile.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import time
@@ -113,7 +119,13 @@ class _Pending:
   step: int
   metrics: dict
   dispatched: float
+  ready: concurrent.futures.Future  # perf_counter when the step's outputs were ready
   timing: dict
+
+
+def _ready_at(tree) -> float:
+  jax.block_until_ready(tree)
+  return time.perf_counter()
 
 
 class _Loop:
@@ -127,6 +139,7 @@ class _Loop:
                                   setup.critic_tx)
     self.pending: _Pending | None = None
     self.skipped_in_a_row = 0
+    self.watcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="update-ready")
 
   def step(self, state, tasks, step: int):
     t0 = time.perf_counter()
@@ -135,7 +148,8 @@ class _Loop:
                       self.setup.config.env.name, batch_tasks,
                       jax.random.fold_in(self.rollout_rng, step), self.setup.rollout_cfg,
                       env_seed=step * jax.process_count() + jax.process_index())
-    rollout_s = time.perf_counter() - t0
+    waited = rollout.tally.seconds.get("generate/wait_params", 0.0)
+    rollout_s = time.perf_counter() - t0 - waited
     self.flush()  # the rollout waited for the previous step's parameters: its metrics are ready
     cfg = self.setup.step_cfg
     batch = multihost.global_step_batch(
@@ -143,10 +157,11 @@ class _Loop:
         cfg.micro_batches if cfg.shapes_credit and cfg.credit_budget == "trajectory" else 1)
     dispatched = time.perf_counter()
     state, metrics = self.step_fn(state, batch, jax.random.fold_in(self.train_rng, step))
+    ready = self.watcher.submit(_ready_at, metrics)  # not `state`: the next step donates it
     rollout_metrics = multihost.global_rollout_metrics(rollout.tally)  # all processes' episodes
     self.writer.write(step + 1, rollout_metrics, prefix="rollout")
-    self.pending = _Pending(step + 1, metrics, dispatched, {
-        "rollout_s": rollout_s,
+    self.pending = _Pending(step + 1, metrics, dispatched, ready, {
+        "rollout_s": rollout_s, "rollout_wait_s": waited,
         "tokens_per_s": rollout_metrics["generated_tokens"] / max(rollout_s, 1e-9)})
     return state
 
@@ -158,9 +173,9 @@ class _Loop:
     p, self.pending = self.pending, None
     metrics = metrics_lib.expand_by_step(jax.device_get(p.metrics))
     metrics = {k: float(v) for k, v in metrics.items()}
-    train_s = time.perf_counter() - p.dispatched  # dispatch to results (logging ran meanwhile)
     self.writer.write(p.step, metrics, prefix="train")
-    self.writer.write(p.step, {**p.timing, "train_s": train_s}, prefix="time")
+    self.writer.write(p.step, {**p.timing, "update_s": p.ready.result() - p.dispatched},
+                      prefix="time")
     self.skipped_in_a_row = self.skipped_in_a_row + 1 if metrics["skipped_update"] else 0
     limit = self.setup.config.train.max_consecutive_skips
     if self.skipped_in_a_row:

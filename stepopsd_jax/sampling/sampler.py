@@ -434,6 +434,9 @@ class Sampler:
       index, row_mask = unpack_index(mask.sum(axis=1), packed.starts, rows_b, real_b,
                                      tokens.shape[1])
     clock.lap("pad_s")
+    # Parameters still being computed (a train step dispatched before this rollout) are waited
+    # for here, so that wait is not counted as prefill.
+    clock.lap("wait_params_s", weights)
     if packed is not None:
       arrays = _rows_to_device(mesh, packed.tokens, packed.positions, packed.segments, index,
                                row_mask)

@@ -44,6 +44,16 @@ def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path):
   for x, y in zip(a, b):
     assert _comparable(x) == _comparable(y)
   assert (split / "plots" / "learning_curve.png").exists()
+  # step times: the update from dispatch to ready; the rollout without its wait for the update's
+  # parameters, which the rollout's own split records as the sampler's `wait_params`
+  lines = [json.loads(l) for l in (straight / "metrics.jsonl").read_text().splitlines()]
+  times = {l["step"]: l for l in lines if "time/update_s" in l}
+  waits = {l["step"]: l["rollout/time/generate/wait_params_s"] for l in lines
+           if "rollout/time/generate/wait_params_s" in l}
+  assert sorted(times) == sorted(waits) == [1, 2, 3, 4]
+  for step, line in times.items():
+    assert line["time/update_s"] > 0 and line["time/rollout_s"] > 0
+    assert line["time/rollout_wait_s"] == pytest.approx(waits[step])
   evals = json.loads((split / "eval.json").read_text())
   assert evals[0]["step"] == 0 and evals[-1]["step"] == 4
 

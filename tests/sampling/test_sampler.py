@@ -1,5 +1,7 @@
 """The jitted sampler against full-recompute `models.logits`; stops; compile counts."""
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -218,7 +220,8 @@ def test_pack_places_the_longest_first_into_the_first_row_with_room():
   packed = sampling.sampler.pack([p0, p1, p2], width=8, rows_multiple=1)
   # by hand: p0 (5) -> row 0; p2 (4) does not fit after it -> row 1; p1 (3) -> row 0 at 5
   np.testing.assert_array_equal(packed.tokens, [p0 + p1, p2 + [0] * 4])
-  np.testing.assert_array_equal(packed.positions, [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3] + [0] * 4])
+  np.testing.assert_array_equal(packed.positions,
+                                [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3] + [0] * 4])
   np.testing.assert_array_equal(packed.segments, [[1] * 5 + [2] * 3, [3] * 4 + [0] * 4])
   np.testing.assert_array_equal(packed.starts, [0, 5, 8])
   assert sampling.sampler.pack([p0, p1, p2], width=8, rows_multiple=4).tokens.shape == (4, 8)
@@ -263,3 +266,27 @@ def test_packed_prompts_decode_as_a_full_recompute_and_as_unpacked(tiny):
   np.testing.assert_array_equal(got.tokens, want.tokens)
   np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
   np.testing.assert_array_equal(got.lengths, want.lengths)
+
+
+def test_waiting_for_the_parameters_is_not_counted_as_prefill(tiny):
+  """Parameters still being computed (the trainer dispatches a step before the next rollout)
+  are waited for in `wait_params_s`, not in the prefill."""
+  config, weights = tiny
+  s = sampling.Sampler(config, sampling.SamplingParams(max_new_tokens=2, temperature=0.0),
+                       pad_id=0, buckets=BUCKETS)
+  s.generate(weights, PROMPTS, jax.random.key(0))  # compiles
+
+  @jax.jit
+  def slow_copy(w, m):  # ~0.3-1 s of matmuls, then the weights unchanged
+    for _ in range(24):
+      m = jnp.tanh(m @ m)
+    return jax.tree.map(lambda a: a + 0 * m[0, 0], w)
+
+  m = jnp.full((1024, 1024), 1e-3)
+  jax.block_until_ready(slow_copy(weights, m))  # compiled: the next call only dispatches
+  start = time.perf_counter()
+  pending = slow_copy(weights, m)
+  dispatched = time.perf_counter() - start
+  out = s.generate(pending, PROMPTS, jax.random.key(0))
+  assert out.stats["wait_params_s"] > max(5 * dispatched, 0.05)
+  assert out.stats["prefill_s"] < out.stats["wait_params_s"]
