@@ -3,9 +3,11 @@
     python bench/readme_table.py [--check]
 
 Rewrites the lines between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in README.md for each
-block: `main-job` (`bench/main_job.py`'s table), `bench-table` (step, sampler and rollout
-benchmarks), `alfworld-engine` (`bench/alfworld_env.py`) and `credit-study` (`bench/credit_report.py`'s tables of the study's summary); `--check` only reports whether the README is up to date (exit 1 if not). A result
-file that is missing is left out (with its command, so it can be produced).
+block: `main-job` (`bench/main_job.py`'s table), `bench-table` (step, sampler, decode-sweep and
+rollout benchmarks), `alfworld-engine` (`bench/alfworld_env.py`) and `credit-study`
+(`bench/credit_report.py`'s tables of the study's summary); `--check` only reports whether the
+README is up to date (exit 1 if not). A result file that is missing is left out (with its
+command, so it can be produced).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ STEP_RUNS = (  # (json, command)
 SAMPLERS = (("sampler.json", "python bench/sampler.py --torch-threads 1"),
             ("sampler_main.json", "python bench/sampler.py --torch-threads 1 --size main "
                                   "--out bench/results/sampler_main.json"))
+SWEEP = ("decode_sweep.json", "python bench/decode_sweep.py")
 SPLIT = ("rollout_split.json", "python bench/rollout_split.py")
 
 
@@ -87,6 +90,17 @@ def sampler_rows(command: str, d: dict) -> list[str]:
   return out
 
 
+def sweep_rows(command: str, d: dict) -> list[str]:
+  from bench import decode_sweep  # pylint: disable=g-import-not-at-top
+  lim = d["limits"]
+  return [f"`{command}` ({d['num_params'] / 1e6:.1f}M-param Qwen3, greedy, prompt + "
+          f"{d['args']['new_tokens']} tokens; matmul {lim['matmul_flops_per_s'] / 1e9:.0f} "
+          f"GFLOP/s, copy bandwidth {lim['copy_bytes_per_s'] / 1e9:.1f} GB/s, measured in the "
+          "same run): one decode step against the cache it attends over; the shortest cache "
+          "is the step without attention's share:", "",
+          decode_sweep.table(d["points"], lim)]
+
+
 def split_rows(command: str, d: dict) -> list[str]:
   from bench import rollout_split  # pylint: disable=g-import-not-at-top
   return [f"`{command}`: where a rollout's seconds go ({d['args']['rollouts']} rollouts, run "
@@ -115,11 +129,12 @@ def table() -> str:
       missing.append(command)
     else:
       lines += [""] + sampler_rows(command, d)
-  d = _load(SPLIT[0])
-  if d is None:
-    missing.append(SPLIT[1])
-  else:
-    lines += [""] + split_rows(SPLIT[1], d)
+  for (name, command), rows in ((SWEEP, sweep_rows), (SPLIT, split_rows)):
+    d = _load(name)
+    if d is None:
+      missing.append(command)
+    else:
+      lines += [""] + rows(command, d)
   if missing:
     lines += ["", "Not yet measured: " + "; ".join(f"`{m}`" for m in missing) + "."]
   return "\n".join(lines)
