@@ -216,6 +216,7 @@ def run(config, workdir: str) -> dict[str, float]:
       log.warning("SIGTERM: saved step %d and stopping", step + 1)
       break
   loop.flush()
+  loop.watcher.shutdown()
   checkpointer.close()
   writer.plot()
   writer.close()
