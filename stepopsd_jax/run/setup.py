@@ -95,20 +95,15 @@ def initial_params(config, tokenizer, rng):
   return model_config, params
 
 
-def _data_parallel(mesh) -> int:
-  """data x fsdp: the devices a batch's rows are split over (1 without a mesh)."""
-  return 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-
-
 def make_sampler(config, model_config, tokenizer, *, greedy: bool,
                  mesh=None) -> sampling.Sampler:
   """The rollout sampler; it stops at EOS or at the env protocol's stop strings."""
   r = config.rollout
+  dp = 1 if mesh is None else sharding.data_parallel_size(mesh)
   return agent_sampler(
       model_config, tokenizer, max_new_tokens=r.max_new_tokens,
       temperature=0.0 if greedy else r.temperature, top_p=r.top_p, top_k=r.top_k,
-      buckets=sampling.Buckets(batch=decode_batch_buckets(config, _data_parallel(mesh),
-                                                          jax.process_count()),
+      buckets=sampling.Buckets(batch=decode_batch_buckets(config, dp, jax.process_count()),
                                prompt=tuple(r.prompt_buckets), rows=tuple(r.batch_buckets)),
       stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh,
       share_prompts=r.share_prompts, pack_prompts=r.pack_prompts)
