@@ -28,7 +28,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from stepopsd_jax import models, sharding
 from stepopsd_jax.models import QwenConfig, qwen
-from stepopsd_jax.sampling import stop
+from stepopsd_jax.sampling import packing, stop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,61 +282,13 @@ def share_rows(state: Prefilled, rows_B: Int[Array, "B"], real_B: Bool[Array, "B
                    take(state.empty) | ~real_B, state.rng)
 
 
-class Packed(NamedTuple):
-  """Prompts packed into prefill rows of one prompt bucket's width (host arrays)."""
-  tokens: np.ndarray  # int32 [N, W]
-  positions: np.ndarray  # int32 [N, W]: 0 at each prompt's first token
-  segments: np.ndarray  # int32 [N, W]: 1 + the prompt's index; 0 on unused slots
-  starts: np.ndarray  # int32 [prompts]: each prompt's first slot, flattened (row * W + column)
-
-
-def pack(seqs: Sequence[Sequence[int]], width: int, rows_multiple: int = 1) -> Packed:
-  """First-fit decreasing: the longest prompt first, each into the first row with room (ties in
-  order). Rows are rounded up to a power of two times `rows_multiple` (a compile per bucket, and
-  rows that shard evenly). Every prompt must fit in `width`."""
-  order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-  used: list[int] = []
-  place = [(0, 0)] * len(seqs)
-  for i in order:
-    n = len(seqs[i])
-    if n > width:
-      raise ValueError(f"prompt {i} has {n} tokens, more than the packing width {width}.")
-    row = next((r for r, u in enumerate(used) if u + n <= width), len(used))
-    if row == len(used):
-      used.append(0)
-    place[i], used[row] = (row, used[row]), used[row] + n
-  rows = rows_multiple
-  while rows < len(used):
-    rows *= 2
-  tokens, positions, segments = (np.zeros((rows, width), np.int32) for _ in range(3))
-  for i, (row, col) in enumerate(place):
-    n = len(seqs[i])
-    tokens[row, col:col + n] = seqs[i]
-    positions[row, col:col + n] = np.arange(n)
-    segments[row, col:col + n] = i + 1
-  starts = np.asarray([row * width + col for row, col in place], np.int32)
-  return Packed(tokens, positions, segments, starts)
-
-
-def unpack_index(lengths: np.ndarray, starts: np.ndarray, rows_B: np.ndarray, real_B: np.ndarray,
-                 width: int) -> tuple[np.ndarray, np.ndarray]:
-  """Where each decode row's left-padded prompt slots come from in the packed prefill: a flat
-  index [B, W] (row * W + column; 0 on padding) and the prompt mask [B, W]. Row b takes prompt
-  `rows_B[b]`; rows with `real_B` False are padding (all-False mask)."""
-  n = np.where(real_B, lengths[rows_B], 0)[:, None]
-  col = np.arange(width)[None, :]
-  mask = col >= width - n
-  index = np.where(mask, starts[rows_B][:, None] + col - (width - n), 0).astype(np.int32)
-  return index, mask
-
-
 @functools.partial(jax.jit, static_argnames=("config", "params", "mesh"))
 def prefill_packed(config: QwenConfig, params: SamplingParams, weights, tokens_NxW, positions_NxW,
                    segments_NxW, index_BxW: Int[Array, "B W"], mask_BxW: Bool[Array, "B W"],
                    rng: Array, mesh: Mesh | None = None) -> Prefilled:
   """`prefill` of B left-padded rows, computed on the packed prompts: each packed prompt attends
   causally to itself only (its own positions from 0), then every row gathers its prompt's cache
-  slots (`unpack_index`) into the usual decode cache and takes the logits of its last token."""
+  slots (`packing.unpack_index`) into the usual decode cache and takes its last token's logits."""
   TRACE_COUNT["prefill_packed"] += 1
   n, w = tokens_NxW.shape
   b, r = index_BxW.shape[0], params.max_new_tokens
@@ -371,8 +323,8 @@ class Sampler:
   (each row still draws its own tokens); the prefill is that of the distinct prompts, to rounding
   (a batched matmul may round a row differently at another batch size). With `pack_prompts`
   (and one process) the prompts are packed several to a prefill row when that needs fewer rows
-  (`pack`; each attends only to itself, at its own positions) and the decode rows gather their
-  prompt's cache slots from it (`prefill_packed`): the same cache and logits, to rounding.
+  (`packing.pack`; each attends only to itself, at its own positions) and the decode rows gather
+  their prompt's cache slots from it (`prefill_packed`): the same cache and logits, to rounding.
   """
 
   def __init__(self, config: QwenConfig, params: SamplingParams, *, pad_id: int,
@@ -420,8 +372,8 @@ class Sampler:
     packed = None
     if self.pack_prompts and one_process:
       width = tokens.shape[1]
-      packed = pack([list(p)[-width:] for p in seqs], width,
-                    sharding.data_parallel_size(mesh) if mesh is not None else 1)
+      packed = packing.pack([list(p)[-width:] for p in seqs], width,
+                            sharding.data_parallel_size(mesh) if mesh is not None else 1)
       if packed.tokens.shape[0] >= tokens.shape[0]:  # no fewer prefill rows: not worth it
         packed = None
     if share or packed is not None:  # the decode's rows: every prompt's
@@ -431,8 +383,8 @@ class Sampler:
       rows_b[:len(prompts)] = rows if share else np.arange(len(prompts))
       real_b = np.arange(b) < len(prompts)
     if packed is not None:
-      index, row_mask = unpack_index(mask.sum(axis=1), packed.starts, rows_b, real_b,
-                                     tokens.shape[1])
+      index, row_mask = packing.unpack_index(mask.sum(axis=1), packed.starts, rows_b, real_b,
+                                             tokens.shape[1])
     clock.lap("pad_s")
     # Parameters still being computed (a train step dispatched before this rollout) are waited
     # for here, so that wait is not counted as prefill.
