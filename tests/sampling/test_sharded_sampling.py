@@ -69,20 +69,27 @@ def test_sampler_with_a_mesh_equals_unsharded(tiny, unsharded, mesh_shape):
   np.testing.assert_allclose(out.logprobs, unsharded.logprobs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
-def test_shared_prompts_on_a_mesh_equal_unsharded_unshared(tiny, mesh_shape):
-  """8 rows of 3 distinct prompts on a mesh: the distinct prompts' prefill (3 rows, bucket 4) is
-  copied to the 8 rows over data x fsdp; tokens as the one-device sampler without sharing."""
+def _plain_and_on_mesh(tiny, mesh_shape, buckets, batch):
+  """(the one-device sampler without sharing or packing, the default sampler on a mesh with
+  rule-placed weights) on `batch`, greedy, the same key; and the mesh."""
   config, weights = tiny
-  buckets = sampling.Buckets(batch=(4, 8), prompt=(16,))
-  batch = [PROMPTS[i] for i in (0, 1, 0, 2, 0, 1, 2, 0)]
-  want = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, share_prompts=False
-                          ).generate(weights, batch, jax.random.key(1))
+  want = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, share_prompts=False,
+                          pack_prompts=False).generate(weights, batch, jax.random.key(1))
   mesh = sharding.make_mesh(*mesh_shape)
   placed = jax.device_put(weights, sharding.tree_shardings(
       models.param_logical_axes(config), models.param_shapes(config), mesh))
   got = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, mesh=mesh).generate(
       placed, batch, jax.random.key(1))
+  return want, got, mesh
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 2, 2), (8, 1, 1)])
+def test_shared_prompts_on_a_mesh_equal_unsharded_unshared(tiny, mesh_shape):
+  """8 rows of 3 distinct prompts on a mesh: the distinct prompts' prefill (3 rows, bucket 4) is
+  copied to the 8 rows over data x fsdp; tokens as the one-device sampler without sharing."""
+  batch = [PROMPTS[i] for i in (0, 1, 0, 2, 0, 1, 2, 0)]
+  want, got, _ = _plain_and_on_mesh(tiny, mesh_shape, sampling.Buckets(batch=(4, 8), prompt=(16,)),
+                                    batch)
   assert got.stats["prompt_rows_shared"] == 5
   np.testing.assert_array_equal(got.tokens, want.tokens)
   np.testing.assert_array_equal(got.lengths, want.lengths)
@@ -94,16 +101,9 @@ def test_packed_prompts_on_a_mesh_equal_unsharded_unpacked(tiny, mesh_shape):
   """16 short prompts pack into 2 prefill rows, rounded up to data x fsdp (4 or 8) rows instead
   of 16; each decode row gathers its prompt's cache slots across devices. Tokens as the
   one-device sampler without packing."""
-  config, weights = tiny
-  buckets = sampling.Buckets(batch=(16,), prompt=(16,))
   batch = [[3 + i] * (1 + i % 4) for i in range(16)]
-  want = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, pack_prompts=False
-                          ).generate(weights, batch, jax.random.key(1))
-  mesh = sharding.make_mesh(*mesh_shape)
-  placed = jax.device_put(weights, sharding.tree_shardings(
-      models.param_logical_axes(config), models.param_shapes(config), mesh))
-  got = sampling.Sampler(config, PARAMS, pad_id=0, buckets=buckets, mesh=mesh).generate(
-      placed, batch, jax.random.key(1))
+  want, got, mesh = _plain_and_on_mesh(tiny, mesh_shape,
+                                       sampling.Buckets(batch=(16,), prompt=(16,)), batch)
   assert got.stats["prefill_rows"] == sharding.data_parallel_size(mesh) < 16
   np.testing.assert_array_equal(got.tokens, want.tokens)
   np.testing.assert_array_equal(got.lengths, want.lengths)
