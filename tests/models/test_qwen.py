@@ -120,10 +120,41 @@ def test_decode_step_equals_full_recompute(name):
     np.testing.assert_allclose(out, full[:, t], atol=2e-5, rtol=1e-5)
 
 
-def test_silu_backward_equals_autodiff_of_the_formula():
-  x = jax.random.normal(jax.random.key(0), (64, 33)) * 4
-  g = jax.random.normal(jax.random.key(1), (64, 33))
-  ours = jax.vjp(qwen.silu, x)[1](g)[0]
-  ref = jax.vjp(lambda v: v * jax.nn.sigmoid(v), x)[1](g)[0]  # plain autodiff
-  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(qwen.silu(x)), np.asarray(jax.nn.silu(x)), rtol=1e-6)
+def test_dense_equals_the_einsum_and_its_gradient():
+  """`dense` flattens the tokens into rows; values and both gradients equal the einsum's."""
+  k = jax.random.split(jax.random.key(0), 4)
+  cases = [("btd,dnh->btnh", (2, 3, 8), (8, 4, 5), 1), ("btnh,nhd->btd", (2, 3, 4, 5), (4, 5, 8), 2),
+           ("btd,df->btf", (3, 5, 8), (8, 6), 1)]
+  for spec, x_shape, w_shape, n_in in cases:
+    x, w = jax.random.normal(k[0], x_shape), jax.random.normal(k[1], w_shape)
+    c = jax.random.normal(k[2], jnp.einsum(spec, x, w).shape)
+    ours = jax.grad(lambda a, b: jnp.sum(qwen.dense(a, b, n_in) * c), argnums=(0, 1))(x, w)
+    ref = jax.grad(lambda a, b: jnp.sum(jnp.einsum(spec, a, b) * c), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(qwen.dense(x, w, n_in), jnp.einsum(spec, x, w), rtol=1e-5,
+                               atol=1e-5)
+    for a, b in zip(ours, ref):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unroll", [0, 2])
+def test_unrolled_layers_equal_the_layer_scan(unroll):
+  """The 3-layer model unrolled (0: all layers; 2: an uneven split) gives the scan's logits and
+  gradients; the parameters keep their stacked layout."""
+  scanned = models.get_preset("qwen3_tiny", num_layers=3, layer_unroll=1)
+  params = models.init_params(scanned, jax.random.key(0))
+  tokens = jnp.asarray(np.random.RandomState(0).randint(0, scanned.vocab_size, (2, 6)))
+  loss = jax.jit(lambda p, c: models.logits(c, p, tokens).std(), static_argnums=1)
+  grad = jax.jit(jax.grad(lambda p, c: models.logits(c, p, tokens).std()), static_argnums=1)
+  unrolled = scanned.replace(layer_unroll=unroll)
+  assert unrolled.scan_unroll == (unroll or 3)
+  np.testing.assert_allclose(loss(params, unrolled), loss(params, scanned), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(grad(params, unrolled)), jax.tree.leaves(grad(params, scanned))):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_layer_unroll_resolves_by_depth_and_rejects_negatives():
+  assert models.get_preset("qwen3_tiny", num_layers=8).scan_unroll == 8
+  assert models.get_preset("qwen3_1p7b").scan_unroll == 1  # 28 layers: compile time stays flat
+  assert models.get_preset("qwen3_1p7b", layer_unroll=4).scan_unroll == 4
+  with pytest.raises(ValueError, match="layer_unroll=-1"):
+    models.get_preset("qwen3_tiny", layer_unroll=-1)
