@@ -1,7 +1,7 @@
 """Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
 
     python bench/step.py [--size main|small|medium|large] [--rows 32] [--prompt 256]
-        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1]
+        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1] [--compare xla|unroll]
 
 `--size main` is the main job's step: the shipped base model (4 x 128, vocab 2048) and the
 buckets its batches land in (96 step rows -> 128; student prompts <= 128, teacher prompts
@@ -9,9 +9,14 @@ buckets its batches land in (96 step rows -> 128; student prompts <= 128, teache
 
 Prints a table and writes JSON (default bench/results/step.json): step time of each estimator
 (median of --repeats after a compile), their ratio, the step's executed FLOPs counted by hand
-(`tools.aot.step_flops`; XLA's `cost_analysis` counts the layer scan's body once, so its number,
-also printed, is ~num_layers× too low), the achieved FLOP/s, and the machine's own matmul
-FLOP/s (`jnp.dot` of large f32 matrices) measured in the same run.
+(`tools.aot.step_flops`; XLA's `cost_analysis`, also printed, counts a layer scan's body once,
+so it is ~num_layers× too low where the scan is not unrolled), the achieved FLOP/s, and the
+machine's own matmul FLOP/s (`jnp.dot` of large f32 matrices) measured in the same run.
+
+`--compare xla` also times each estimator compiled with XLA's default options (the shipped step
+turns YNNPACK fusions off on CPU: `train.xla_options`), `--compare unroll` with the layer scan
+not unrolled (`layer_unroll=1`; the base model and the bench sizes unroll their 4 layers); the
+two variants are called in turn, so a shared VM's noise hits both alike.
 
 With `--micro-batches` > 1 StepOPSD is timed twice: on the rows as the trainer passes them
 (`micro.arrange`: each trajectory in one micro-batch, so each micro-batch shapes its own
@@ -60,14 +65,15 @@ def bench_model(size: str) -> models.QwenConfig:
   return models.get_preset("qwen3_tiny", **SIZES[size])
 
 
-def time_step(config, estimator: str, batch, repeats: int, devices: int = 1,
-              micro_batches: int = 1, label: str = "") -> dict:
+def compile_step(config, estimator: str, batch, devices: int = 1, micro_batches: int = 1,
+                 xla: bool = True):
+  """(compiled step, its state, the batch on the mesh, compile seconds, XLA's FLOP count)."""
   mesh = sharding.make_mesh(devices=jax.devices()[:devices])  # rows over `devices` (data)
   tx = train.make_optimizer(1e-5, 0, 100)
   cfg = train.StepConfig(estimator=estimator, micro_batches=micro_batches)
   batch = jax.device_put(batch, StepBatch.shardings(mesh))
   state = train.init_state(config, jax.random.key(0), tx, mesh)
-  step = train.jit_train_step(config, cfg, tx, mesh)
+  step = train.jit_train_step(config, cfg, tx, mesh, xla=xla)
   t = time.perf_counter()
   compiled = step.lower(state, batch, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - t
@@ -75,24 +81,36 @@ def time_step(config, estimator: str, batch, repeats: int, devices: int = 1,
   cost = cost[0] if isinstance(cost, list) else cost
   state, metrics = compiled(state, batch, jax.random.key(0))
   jax.block_until_ready(metrics)
-  times = []
+  return dict(compiled=compiled, state=state, batch=batch, cfg=cfg, compile_s=compile_s,
+              metrics=metrics, xla_flops=float(cost.get("flops", float("nan"))))
+
+
+def time_steps(config, variants: list[dict], repeats: int) -> list[dict]:
+  """Median step time of each compiled variant, the variants called in turn (a shared VM's
+  noise hits them alike), and the executed FLOPs counted by hand."""
+  times = [[] for _ in variants]
   for i in range(repeats):
-    t = time.perf_counter()
-    state, metrics = compiled(state, batch, jax.random.key(i))
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t)
-  b = batch.prompt_tokens.shape[0]
-  shapes = memory.Shapes(rows=b, prompt_len=batch.prompt_tokens.shape[1],
-                         teacher_len=batch.teacher_prompt_tokens.shape[1],
-                         response_len=batch.response_tokens.shape[1], sample_rows=b)
-  executed, _ = aot.step_flops(config, cfg, shapes, split_trajectories=not bool(
-      metrics.get("micro_whole_trajectories", True)))
-  whole = metrics.get("micro_whole_trajectories")
-  return {"estimator": label or estimator, "compile_s": compile_s,
-          "step_s": statistics.median(times),
-          "micro_whole_trajectories": None if whole is None else float(whole),
-          "times_s": times, "flops": executed,
-          "xla_cost_analysis_flops": float(cost.get("flops", float("nan")))}
+    for v, ts in zip(variants, times):
+      t = time.perf_counter()
+      v["state"], metrics = v["compiled"](v["state"], v["batch"], jax.random.key(i))
+      jax.block_until_ready(metrics)
+      ts.append(time.perf_counter() - t)
+  results = []
+  for v, ts in zip(variants, times):
+    batch, metrics = v["batch"], v["metrics"]
+    b = batch.prompt_tokens.shape[0]
+    shapes = memory.Shapes(rows=b, prompt_len=batch.prompt_tokens.shape[1],
+                           teacher_len=batch.teacher_prompt_tokens.shape[1],
+                           response_len=batch.response_tokens.shape[1], sample_rows=b)
+    whole = metrics.get("micro_whole_trajectories")
+    executed, _ = aot.step_flops(config, v["cfg"], shapes,
+                                 split_trajectories=not bool(whole if whole is not None else True))
+    results.append({"estimator": v["label"], "compile_s": v["compile_s"],
+                    "step_s": statistics.median(ts),
+                    "micro_whole_trajectories": None if whole is None else float(whole),
+                    "times_s": ts, "flops": executed, "xla_cost_analysis_flops": v["xla_flops"],
+                    "xla_options": v["xla"], "layer_unroll": config.scan_unroll})
+  return results
 
 
 def main(argv=None):
@@ -107,6 +125,10 @@ def main(argv=None):
                       help="data-parallel over this many devices (fake CPU devices: "
                            "XLA_FLAGS=--xla_force_host_platform_device_count=8)")
   parser.add_argument("--micro-batches", type=int, default=1)
+  parser.add_argument("--compare", choices=("xla", "unroll"),
+                      help="also time each estimator, in turn with the step as shipped, "
+                           "compiled with XLA's default options ('xla': YNNPACK fusions on) or "
+                           "with the layer scan not unrolled ('unroll': layer_unroll=1)")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                     "step.json"))
   args = parser.parse_args(argv)
@@ -119,13 +141,25 @@ def main(argv=None):
                             teacher=args.teacher, response=args.response)
   peak = matmul_flops_per_s()
   n = args.micro_batches
-  runs = [("grpo", batch, ""), ("stepopsd", micro.arrange(batch, n), "")]
+  runs = [("grpo", batch, "grpo"), ("stepopsd", micro.arrange(batch, n), "stepopsd")]
   if n > 1:
     runs.append(("stepopsd", batch, "stepopsd_split"))
-  results = [time_step(config, e, b, args.repeats, args.devices, n, label)
-             for e, b, label in runs]
-  grpo, opsd = results[:2]
-  print(f"| estimator | step s | compile s | GFLOP (hand) | GFLOP (XLA, scan body once) | "
+  results = []
+  for estimator, rows, label in runs:
+    variants = [dict(compile_step(config, estimator, rows, args.devices, n), label=label,
+                     xla=True)]
+    if args.compare == "xla":
+      variants.append(dict(compile_step(config, estimator, rows, args.devices, n, xla=False),
+                           label=f"{label} [XLA defaults]", xla=False))
+    elif args.compare == "unroll":
+      variants.append(dict(compile_step(config.replace(layer_unroll=1), estimator, rows,
+                                        args.devices, n), label=f"{label} [layer scan]", xla=True))
+    results += time_steps(config, variants, args.repeats)
+    if args.compare == "unroll":
+      results[-1]["layer_unroll"] = 1
+  by = {r["estimator"]: r for r in results}
+  grpo, opsd = by["grpo"], by["stepopsd"]
+  print(f"| estimator | step s | compile s | GFLOP (hand) | GFLOP (XLA) | "
         f"GFLOP/s | % of matmul ({peak / 1e9:.1f} GFLOP/s) |\n|---|---:|---:|---:|---:|---:|---:|")
   for r in results:
     r["flops_per_s"] = r["flops"] / r["step_s"]
@@ -135,6 +169,10 @@ def main(argv=None):
           f"{100 * r['flops_per_s'] / peak:.0f}% |")
   ratio = opsd["step_s"] / grpo["step_s"]
   print(f"\nStepOPSD / GRPO step time: {ratio:.2f}x (goal <= 1.35x)")
+  if args.compare:
+    for label in ("grpo", "stepopsd"):
+      other = next(r for r in results if r["estimator"].startswith(label + " ["))
+      print(f"{other['estimator']} / {label}: {other['step_s'] / by[label]['step_s']:.2f}x")
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump({"config": SIZES.get(args.size, "base model"), "args": vars(args),

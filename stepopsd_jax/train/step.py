@@ -29,7 +29,7 @@ from stepopsd_jax import algorithms, sharding
 from stepopsd_jax.algorithms import Targets, losses, masked, opsd
 from stepopsd_jax.batch import StepBatch
 from stepopsd_jax.models import QwenConfig
-from stepopsd_jax.train import micro, value_model
+from stepopsd_jax.train import micro, value_model, xla_options
 from stepopsd_jax.train.config import StepConfig
 from stepopsd_jax.train.forward import Student, frozen_logprobs, logprobs, student_forward
 from stepopsd_jax.train.micro import value_and_grad
@@ -213,11 +213,13 @@ def step_metrics(batch: StepBatch, targets: Targets, num_steps: int) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, critic_tx=None):
+def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, critic_tx=None,
+                   xla: bool = True):
   """`train_step` compiled with explicit shardings over `mesh`; the state is donated.
 
-  `critic_tx`: the critic's optimizer, required exactly when `cfg.needs_critic`. Cached, so
-  every run in a process with the same setup shares one compiled step.
+  `critic_tx`: the critic's optimizer, required exactly when `cfg.needs_critic`. `xla=False`
+  compiles with XLA's default options instead of `xla_options.train_step_options` (for A/B
+  benchmarks). Cached, so every run in a process with the same setup shares one compiled step.
   """
   if cfg.needs_critic != (critic_tx is not None):
     raise ValueError(f"algo.estimator={cfg.estimator!r} "
@@ -227,5 +229,6 @@ def jit_train_step(config: QwenConfig, cfg: StepConfig, tx, mesh, critic_tx=None
   fn = functools.partial(train_step, config=config, cfg=cfg, tx=tx, critic_tx=critic_tx)
   return jax.jit(fn, in_shardings=(shardings, StepBatch.shardings(mesh),
                                    sharding.replicated(mesh)),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0,
+                 compiler_options=xla_options.train_step_options(mesh) if xla else None)
 
