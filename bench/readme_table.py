@@ -22,10 +22,13 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 sys.path.insert(0, ROOT)  # bench.* renderers, imported where used (matplotlib)
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"  # the benchmark block
 STEP_RUNS = (  # (json, command)
-    ("step_main.json", "python bench/step.py --size main --out bench/results/step_main.json"),
+    ("step_main.json", "python bench/step.py --size main --compare xla "
+                       "--out bench/results/step_main.json"),
+    ("step_main_unroll.json", "python bench/step.py --size main --compare unroll "
+                              "--out bench/results/step_main_unroll.json"),
     ("step_main_micro8.json", "python bench/step.py --size main --micro-batches 8 "
                               "--out bench/results/step_main_micro8.json"),
-    ("step.json", "python bench/step.py"),
+    ("step.json", "python bench/step.py --compare xla"),
     ("step_micro4.json", "python bench/step.py --micro-batches 4 "
                          "--out bench/results/step_micro4.json"),
     ("step_medium.json", "python bench/step.py --size medium --rows 16 "
@@ -64,10 +67,15 @@ def step_row(name: str, command: str, d: dict) -> str:
               f"{a['micro_batches']} micro-batches")
   split = (f" ({by['stepopsd_split']['step_s']:.2f} s with a trajectory across micro-batches)"
            if "stepopsd_split" in by else "")
+  variant = next((r["estimator"].split(" [")[1][:-1] for r in d["results"]
+                  if " [" in r["estimator"]), None)
+  ab = "–" if variant is None else (
+      f"{variant}: {by[f'grpo [{variant}]']['step_s'] / g['step_s']:.2f}× / "
+      f"{by[f'stepopsd [{variant}]']['step_s'] / s['step_s']:.2f}×")
   return (f"| `{command}` ({model}; {a['rows']} rows × {a['prompt']} (teacher {teacher}) + "
           f"{a['response']} tokens) | {g['step_s']:.2f} s / {s['step_s']:.2f} s{split} | "
           f"**{s['step_s'] / g['step_s']:.2f}×** | {pct(g):.0f}% / {pct(s):.0f}% of "
-          f"{peak / 1e9:.0f} GFLOP/s |")
+          f"{peak / 1e9:.0f} GFLOP/s | {ab} |")
 
 
 def sampler_rows(command: str, d: dict) -> list[str]:
@@ -114,8 +122,9 @@ def split_rows(command: str, d: dict) -> list[str]:
 def table() -> str:
   lines = ["Train step, GRPO vs StepOPSD (median of 3 after compile; FLOPs counted by hand, "
            "`tools.aot.step_flops`):", "",
-           "| command | step GRPO / StepOPSD | StepOPSD / GRPO | achieved / matmul rate |",
-           "|---|---:|---:|---:|"]
+           "| command | step GRPO / StepOPSD | StepOPSD / GRPO | achieved / matmul rate | "
+           "`--compare`: its step time / the shipped step's, GRPO / StepOPSD |",
+           "|---|---:|---:|---:|---:|"]
   missing = []
   for name, command in STEP_RUNS:
     d = _load(name)

@@ -81,11 +81,12 @@ def compile_step(config, estimator: str, batch, devices: int = 1, micro_batches:
   cost = cost[0] if isinstance(cost, list) else cost
   state, metrics = compiled(state, batch, jax.random.key(0))
   jax.block_until_ready(metrics)
-  return dict(compiled=compiled, state=state, batch=batch, cfg=cfg, compile_s=compile_s,
-              metrics=metrics, xla_flops=float(cost.get("flops", float("nan"))))
+  return dict(compiled=compiled, state=state, batch=batch, config=config, cfg=cfg, xla=xla,
+              compile_s=compile_s, metrics=metrics,
+              xla_flops=float(cost.get("flops", float("nan"))))
 
 
-def time_steps(config, variants: list[dict], repeats: int) -> list[dict]:
+def time_steps(variants: list[dict], repeats: int) -> list[dict]:
   """Median step time of each compiled variant, the variants called in turn (a shared VM's
   noise hits them alike), and the executed FLOPs counted by hand."""
   times = [[] for _ in variants]
@@ -103,13 +104,13 @@ def time_steps(config, variants: list[dict], repeats: int) -> list[dict]:
                            teacher_len=batch.teacher_prompt_tokens.shape[1],
                            response_len=batch.response_tokens.shape[1], sample_rows=b)
     whole = metrics.get("micro_whole_trajectories")
-    executed, _ = aot.step_flops(config, v["cfg"], shapes,
+    executed, _ = aot.step_flops(v["config"], v["cfg"], shapes,
                                  split_trajectories=not bool(whole if whole is not None else True))
     results.append({"estimator": v["label"], "compile_s": v["compile_s"],
                     "step_s": statistics.median(ts),
                     "micro_whole_trajectories": None if whole is None else float(whole),
                     "times_s": ts, "flops": executed, "xla_cost_analysis_flops": v["xla_flops"],
-                    "xla_options": v["xla"], "layer_unroll": config.scan_unroll})
+                    "xla_options": v["xla"], "layer_unroll": v["config"].scan_unroll})
   return results
 
 
@@ -146,17 +147,14 @@ def main(argv=None):
     runs.append(("stepopsd", batch, "stepopsd_split"))
   results = []
   for estimator, rows, label in runs:
-    variants = [dict(compile_step(config, estimator, rows, args.devices, n), label=label,
-                     xla=True)]
+    variants = [dict(compile_step(config, estimator, rows, args.devices, n), label=label)]
     if args.compare == "xla":
       variants.append(dict(compile_step(config, estimator, rows, args.devices, n, xla=False),
-                           label=f"{label} [XLA defaults]", xla=False))
+                           label=f"{label} [XLA defaults]"))
     elif args.compare == "unroll":
       variants.append(dict(compile_step(config.replace(layer_unroll=1), estimator, rows,
-                                        args.devices, n), label=f"{label} [layer scan]", xla=True))
-    results += time_steps(config, variants, args.repeats)
-    if args.compare == "unroll":
-      results[-1]["layer_unroll"] = 1
+                                        args.devices, n), label=f"{label} [layer scan]"))
+    results += time_steps(variants, args.repeats)
   by = {r["estimator"]: r for r in results}
   grpo, opsd = by["grpo"], by["stepopsd"]
   print(f"| estimator | step s | compile s | GFLOP (hand) | GFLOP (XLA) | "

@@ -21,6 +21,7 @@ import optax
 from stepopsd_jax import models, sharding
 from stepopsd_jax.algorithms import losses, masked
 from stepopsd_jax.models import QwenConfig
+from stepopsd_jax.train import xla_options
 from stepopsd_jax.train.forward import response_logprobs
 from stepopsd_jax.train.state import opt_shardings
 
@@ -66,5 +67,6 @@ def jit_sft_step(config: QwenConfig, tx, mesh, prompt_loss: bool = False):
   rows = Demonstrations(*(sharding.batch_sharding(mesh, 2) for _ in range(4)))
   fn = functools.partial(sft_step, config=config, tx=tx, prompt_loss=prompt_loss)
   return jax.jit(fn, in_shardings=(params, opt, rows),
-                 out_shardings=(params, opt, sharding.replicated(mesh)), donate_argnums=(0, 1))
+                 out_shardings=(params, opt, sharding.replicated(mesh)), donate_argnums=(0, 1),
+                 compiler_options=xla_options.train_step_options(mesh))
 

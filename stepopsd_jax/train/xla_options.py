@@ -1,13 +1,16 @@
-"""XLA compile options for the training steps (`compiler_options` of their `jax.jit`).
+"""XLA compile options for the train and SFT steps (`compiler_options` of their `jax.jit`).
 
-On the CPU backend the steps compile with YNNPACK fusions off, so their dots run through XLA's
-Eigen kernels. Measured side by side on the 2-vCPU VM (`python bench/step.py --compare-xla`):
-the main job's StepOPSD step ran ~25% faster and the small config's GRPO step ~30% faster,
-losses equal to float rounding. The sampler keeps XLA's default: its one-token decode steps
-were ~25% slower without YNNPACK (`bench/sampler.py`, same VM).
+On the CPU backend the steps compile with YNNPACK fusions off, so their dots run in XLA's Eigen
+kernels. Side by side on the 2-vCPU VM (`python bench/step.py [--size main] --compare xla`, the
+step compiled with XLA's defaults over the shipped one): base model 0.98x / 1.10x (GRPO /
+StepOPSD), small config 1.07x / 1.08x; before the dense layers were 2-D matmuls
+(`models.qwen.dense`) the gap was 1.01x / 1.21x on the base model. The main job's SFT warm-up
+step (32 rows, base model; a one-off timing, 10 steps of each in turn): 1.12x at 192 + 24 tokens,
+1.07x at 128 + 24. Losses equal to float rounding. The sampler keeps XLA's defaults: without YNNPACK its decode step took 3.0 / 5.3 ms
+at batch 32 / 64 against 2.2 / 3.8 ms (`bench/sampler.py` with XLA_FLAGS, same VM).
 
 A user's own `XLA_FLAGS` setting of the option wins, and a jax whose XLA no longer knows the
-option compiles the steps with its defaults.
+option compiles the steps with their defaults.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _known(name: str, value: str) -> bool:
 
 
 def train_step_options(mesh) -> dict[str, str] | None:
-  """`compiler_options` for a training step on `mesh`'s devices (None: XLA's defaults)."""
+  """`compiler_options` for a train or SFT step on `mesh`'s devices (None: XLA's defaults)."""
   if mesh.devices.flat[0].platform != "cpu":
     return None
   options = {name: value for name, value in CPU_TRAIN_STEP.items()
