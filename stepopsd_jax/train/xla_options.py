@@ -2,12 +2,17 @@
 
 On the CPU backend the steps compile with YNNPACK fusions off, so their dots run in XLA's Eigen
 kernels. Side by side on the 2-vCPU VM (`python bench/step.py [--size main] --compare xla`, the
-step compiled with XLA's defaults over the shipped one): base model 0.98x / 1.10x (GRPO /
-StepOPSD), small config 1.07x / 1.08x; before the dense layers were 2-D matmuls
-(`models.qwen.dense`) the gap was 1.01x / 1.21x on the base model. The main job's SFT warm-up
-step (32 rows, base model; a one-off timing, 10 steps of each in turn): 1.12x at 192 + 24 tokens,
-1.07x at 128 + 24. Losses equal to float rounding. The sampler keeps XLA's defaults: without YNNPACK its decode step took 3.0 / 5.3 ms
-at batch 32 / 64 against 2.2 / 3.8 ms (`bench/sampler.py` with XLA_FLAGS, same VM).
+step compiled with XLA's defaults over the shipped one, GRPO / StepOPSD): base model at the main
+job's 128 rows x 152 tokens 0.98x / 1.10x, at 32 rows x 1048 tokens 2.10x / 1.58x; small config
+1.07x / 1.08x (before the dense layers were 2-D matmuls, `models.qwen.dense`, the base model's
+gap was 1.01x / 1.21x). The main job's SFT warm-up step (32 rows; a one-off timing, 10 steps
+of each in turn): 1.12x at 192 + 24 tokens, 1.07x at 128 + 24. Losses equal to float rounding.
+
+The sampler keeps XLA's defaults, under which its forwards were faster: decode step 2.2 / 3.8
+ms at batch 32 / 64 against 3.0 / 5.3 ms without YNNPACK (`bench/sampler.py` with XLA_FLAGS),
+prefill of 64 x 512 tokens 0.92-0.97 s against 1.25-1.27 s, of 32 x 1024 2.19 s against 3.88 s
+(one-off timings, same VM). YNNPACK is the faster choice for those forward-only calls and the
+slower one for the steps' backward passes.
 
 A user's own `XLA_FLAGS` setting of the option wins, and a jax whose XLA no longer knows the
 option compiles the steps with their defaults.
