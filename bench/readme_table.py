@@ -27,6 +27,9 @@ STEP_RUNS = (  # (json, command)
     ("step_main_long.json", "python bench/step.py --size main --rows 32 --prompt 1024 "
                             "--teacher 1088 --response 24 --compare xla "
                             "--out bench/results/step_main_long.json"),
+    ("step_main_long_blocks.json", "python bench/step.py --size main --rows 32 --prompt 1024 "
+                                   "--teacher 1088 --response 24 --compare attention "
+                                   "--out bench/results/step_main_long_blocks.json"),
     ("step_main_unroll.json", "python bench/step.py --size main --compare unroll "
                               "--out bench/results/step_main_unroll.json"),
     ("step_main_micro8.json", "python bench/step.py --size main --micro-batches 8 "

@@ -1,7 +1,7 @@
 """Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
 
     python bench/step.py [--size main|small|medium|large] [--rows 32] [--prompt 256]
-        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1] [--compare xla|unroll]
+        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1] [--compare xla|unroll|attention]
 
 `--size main` is the main job's step: the shipped base model (4 x 128, vocab 2048) and the
 buckets its batches land in (96 step rows -> 128; student prompts <= 128, teacher prompts
@@ -15,8 +15,10 @@ machine's own matmul FLOP/s (`jnp.dot` of large f32 matrices) measured in the sa
 
 `--compare xla` also times each estimator compiled with XLA's default options (the shipped step
 turns YNNPACK fusions off on CPU: `train.xla_options`), `--compare unroll` with the layer scan
-not unrolled (`layer_unroll=1`; the base model and the bench sizes unroll their 4 layers); the
-two variants are called in turn, so a shared VM's noise hits both alike.
+not unrolled (`layer_unroll=1`; the base model and the bench sizes unroll their 4 layers),
+`--compare attention` with causal attention in one block of full T x T scores
+(`attention_block=0`; shipped: blocks of 128 queries); the two variants are called in turn, so
+a shared VM's noise hits both alike.
 
 With `--micro-batches` > 1 StepOPSD is timed twice: on the rows as the trainer passes them
 (`micro.arrange`: each trajectory in one micro-batch, so each micro-batch shapes its own
@@ -126,10 +128,11 @@ def main(argv=None):
                       help="data-parallel over this many devices (fake CPU devices: "
                            "XLA_FLAGS=--xla_force_host_platform_device_count=8)")
   parser.add_argument("--micro-batches", type=int, default=1)
-  parser.add_argument("--compare", choices=("xla", "unroll"),
+  parser.add_argument("--compare", choices=("xla", "unroll", "attention"),
                       help="also time each estimator, in turn with the step as shipped, "
-                           "compiled with XLA's default options ('xla': YNNPACK fusions on) or "
-                           "with the layer scan not unrolled ('unroll': layer_unroll=1)")
+                           "compiled with XLA's default options ('xla': YNNPACK fusions on), "
+                           "with the layer scan not unrolled ('unroll': layer_unroll=1) or with "
+                           "attention in one block ('attention': attention_block=0)")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                     "step.json"))
   args = parser.parse_args(argv)
@@ -154,6 +157,9 @@ def main(argv=None):
     elif args.compare == "unroll":
       variants.append(dict(compile_step(config.replace(layer_unroll=1), estimator, rows,
                                         args.devices, n), label=f"{label} [layer scan]"))
+    elif args.compare == "attention":
+      variants.append(dict(compile_step(config.replace(attention_block=0), estimator, rows,
+                                        args.devices, n), label=f"{label} [one attention block]"))
     results += time_steps(variants, args.repeats)
   by = {r["estimator"]: r for r in results}
   grpo, opsd = by["grpo"], by["stepopsd"]

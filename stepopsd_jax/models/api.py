@@ -92,8 +92,8 @@ def hidden_with_cache(config: QwenConfig, params: Params, tokens: Int[Array, "B 
                       positions: Int[Array, "B T"], mask: Bool[Array, "B T S"], cache: KVCache,
                       cache_index: Int[Array, ""] | int = 0):
   """Final-normed hidden states [B, T, D] and the cache with T new slots written at
-  `cache_index`, under any attention mask (e.g. several prompts packed into one row, each
-  seeing only itself). Not jitted: call inside a jit."""
+  `cache_index`, under any causal attention mask (no key after its query; e.g. several prompts
+  packed into one row, each seeing only itself). Not jitted: call inside a jit."""
   return _module(config).apply({"params": params}, tokens, positions, mask, cache, cache_index,
                                method=Qwen.hidden)
 

@@ -42,6 +42,12 @@ class QwenConfig:
   # 1.18x / 1.09x faster, GRPO / StepOPSD), at the price of compile time that grows with depth,
   # hence the cut-off.
   layer_unroll: int = 0
+  # Queries per block of causal self-attention from position 0 (the train step's forwards, the
+  # sampler's prefill); a block attends to the keys up to its own last query, so the scores
+  # above the diagonal blocks are never computed. On the 2-vCPU VM: prefill of 32 x 1024
+  # tokens 2.2 -> 0.9 s, the base model's step at 32 x 1048 tokens 1.35x / 1.48x faster (GRPO
+  # / StepOPSD), unchanged at the main job's 152. 0: one block (full T x T scores).
+  attention_block: int = 128
 
   def __post_init__(self):
     if self.family not in SUPPORTED_MODEL_TYPES:
@@ -51,6 +57,9 @@ class QwenConfig:
         raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {sorted(DTYPES)}.")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy={self.remat_policy!r}: choose one of {REMAT_POLICIES}.")
+    if self.attention_block < 0:
+      raise ValueError(f"attention_block={self.attention_block}: use 0 (one block) or a positive "
+                       "number of queries per block.")
     if self.layer_unroll < 0:
       raise ValueError(f"layer_unroll={self.layer_unroll}: use 0 (automatic) or a positive "
                        "number of layers per scan iteration.")

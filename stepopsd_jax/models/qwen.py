@@ -114,8 +114,17 @@ class Attention(nn.Module):
                for name, new in (("k", k_BxKxSxH), ("v", v_BxKxSxH))}
       k_BxKxSxH, v_BxKxSxH = (jax.lax.dynamic_index_in_dim(cache[n], layer, keepdims=False)
                               for n in ("k", "v"))
-    out_BxTxNxH = _gqa(q, k_BxKxSxH.astype(q.dtype), v_BxKxSxH.astype(q.dtype), mask_BxTxS,
-                       c.head_dim)
+    # Self-attention from position 0 (no cache, or a cache filled from slot 0 with exactly these
+    # T tokens): query blocks may skip the keys after their last query. A traced cache_index
+    # (a cache filled elsewhere) attends over every slot.
+    from_zero = cache is None or (isinstance(cache_index, int) and cache_index == 0)
+    blocks = attention_blocks(q.shape[1], c.attention_block if from_zero and
+                              k_BxKxSxH.shape[2] == q.shape[1] else 0)
+    k_BxKxSxH, v_BxKxSxH = k_BxKxSxH.astype(q.dtype), v_BxKxSxH.astype(q.dtype)
+    out_BxTxNxH = jnp.concatenate(
+        [_gqa(q[:, a:z], k_BxKxSxH[:, :, :z], v_BxKxSxH[:, :, :z], mask_BxTxS[:, a:z, :z],
+              c.head_dim) for a, z in blocks], axis=1) if len(blocks) > 1 else _gqa(
+        q, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, c.head_dim)
     wo = _param(self, "o_kernel", _kernel_init, (c.num_heads, c.head_dim, c.hidden_size),
                 ("q_heads", "head_dim", "embed"), c.jnp_param_dtype)  # L.self_attn.o_proj
     out_BxTxD = dense(out_BxTxNxH, wo.astype(x_BxTxD.dtype), n_in=2)
@@ -132,6 +141,16 @@ def _write_layer(cache_LxBxKxSxH, new_BxKxTxH, layer, cache_index):
   zero = jnp.zeros((), jnp.int32)
   start = (layer, zero, zero, jnp.asarray(cache_index, jnp.int32), zero)
   return jax.lax.dynamic_update_slice(cache_LxBxKxSxH, new, start)
+
+
+def attention_blocks(t: int, block: int) -> list[tuple[int, int]]:
+  """Query blocks [a, z) of causal self-attention over t tokens; block a:z attends to keys
+  [0, z) only, skipping the scores above the diagonal block (`QwenConfig.attention_block`; 0 or
+  t <= block: one block over all keys). Every mask this decoder is given is causal (a key
+  never after its query), so the skipped scores are masked ones."""
+  if block <= 0 or t <= block:
+    return [(0, t)]
+  return [(a, min(a + block, t)) for a in range(0, t, block)]
 
 
 def _gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim):

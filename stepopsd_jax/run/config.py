@@ -65,7 +65,8 @@ def base_config() -> ml_collections.ConfigDict:
       preset="qwen3_tiny",  # a random preset with the tokenizer's vocab, or...
       path="",  # ...a HF checkpoint dir (or hub id) to load instead
       dtype="float32", remat_policy="none",
-      layer_unroll=0))  # layers per layer-scan iteration; 0: all when <= 8 layers, else 1
+      layer_unroll=0,  # layers per layer-scan iteration; 0: all when <= 8 layers, else 1
+      attention_block=128))  # queries per causal-attention block; 0: one block
   c.tokenizer = ml_collections.ConfigDict(dict(
       path="",  # HF tokenizer dir or .model file; "": SentencePiece trained on the env's texts
       train_vocab_size=2000))

@@ -83,12 +83,14 @@ def initial_params(config, tokenizer, rng):
   if m.path:
     model_config, params = models.load_hf(m.path, dtype=m.dtype)
     model_config = model_config.replace(remat_policy=m.remat_policy,
-                                        layer_unroll=m.get("layer_unroll", 0))
+                                        layer_unroll=m.get("layer_unroll", 0),
+                                        attention_block=m.get("attention_block", 128))
   else:
     model_config = models.get_preset(m.preset, vocab_size=models.padded_vocab(tokenizer.vocab_size),
                                      param_dtype=m.dtype, dtype=m.dtype,
                                      remat_policy=m.remat_policy,
-                                     layer_unroll=m.get("layer_unroll", 0))
+                                     layer_unroll=m.get("layer_unroll", 0),
+                                     attention_block=m.get("attention_block", 128))
     params = models.init_params(model_config, rng)
   if model_config.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {model_config.vocab_size} < tokenizer vocab "

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from stepopsd_jax import models, sampling, sharding
 from stepopsd_jax.batch import StepBatch
+from stepopsd_jax.models import qwen
 from stepopsd_jax.run.config import step_config
 from stepopsd_jax.run.setup import optimizers
 from stepopsd_jax.tools import memory
@@ -141,8 +142,9 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes,
                split_trajectories: bool = False) -> tuple[float, float]:
   """(executed, model) FLOPs of one step over all devices, counted by hand.
 
-  Per token and forward: 2 x the layer weights (embeddings excluded) + 4 T N H L for attention
-  as executed (full T x T scores) + 2 D V for response tokens only (logits). Training costs 3
+  Per token and forward: 2 x the layer weights (embeddings excluded) + 4 N H L per attended key
+  (as executed: a query block of `attention_block` queries attends to every key up to its last
+  query, `qwen.attention_blocks`) + 2 D V for response tokens only (logits). Training costs 3
   forwards (4 with remat), forward-only passes 1: the teacher (stepopsd / opsd), the reference
   (kl_coef > 0), the critic (ppo / steppo: 1 + 3 more for its update). `model` counts what MFU
   conventionally credits: no recompute, causal attention (half the scores).
@@ -151,10 +153,13 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes,
   """
   embed = c.vocab_size * c.hidden_size * (1 if c.tie_embeddings else 2)
   body = models.count_params(c) - embed
-  attn = lambda t: 4 * t * c.num_heads * c.head_dim * c.num_layers
+  per_pair = 4 * c.num_heads * c.head_dim * c.num_layers  # one query-key pair, all layers
+  executed_pairs = lambda t: sum((z - a) * z
+                                 for a, z in qwen.attention_blocks(t, c.attention_block))
   logits = 2 * c.hidden_size * c.vocab_size * shapes.response_len
   t, tt = shapes.prompt_len + shapes.response_len, shapes.teacher_len + shapes.response_len
-  fwd = lambda t, causal=1.0: t * (2 * body + causal * attn(t)) + logits
+  fwd = lambda t, causal=None: (t * 2 * body + logits + per_pair * (
+      executed_pairs(t) if causal is None else causal * t * t))
   passes = 3 + (c.remat_policy != "none") + (split_trajectories and cfg.shapes_credit
                                               and cfg.micro_batches > 1)
   executed = passes * fwd(t) + cfg.needs_teacher * fwd(tt) + (cfg.kl_coef > 0) * fwd(t) + \

@@ -166,7 +166,8 @@ def model_config(config) -> QwenConfig:
   """The preset at its published vocab (tiny presets: the trained tokenizer's padded vocab)."""
   m = config.model
   kw = dict(param_dtype=m.get("param_dtype", m.dtype), dtype=m.dtype, remat_policy=m.remat_policy,
-            layer_unroll=m.get("layer_unroll", 0))
+            layer_unroll=m.get("layer_unroll", 0),
+            attention_block=m.get("attention_block", 128))
   if "tiny" in m.preset and not config.tokenizer.path:
     kw["vocab_size"] = models.padded_vocab(config.tokenizer.train_vocab_size)
   return models.get_preset(m.preset, **kw)

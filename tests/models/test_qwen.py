@@ -152,6 +152,40 @@ def test_unrolled_layers_equal_the_layer_scan(unroll):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_attention_blocks_cover_the_queries_once():
+  assert qwen.attention_blocks(10, 4) == [(0, 4), (4, 8), (8, 10)]
+  assert qwen.attention_blocks(10, 0) == [(0, 10)] == qwen.attention_blocks(10, 16)
+  with pytest.raises(ValueError, match="attention_block=-1"):
+    models.get_preset("qwen3_tiny", attention_block=-1)
+
+
+def test_blocked_attention_equals_one_block():
+  """Blocks of 4 or 5 queries (the last one short) give one block's logits at every real
+  position and its gradients, with left padding, and the cached prefill path (cache filled from
+  slot 0) gives the same logits. (A padding query attends to nothing; what it returns differs
+  by block and is never read.)"""
+  one = models.get_preset("qwen3_tiny", attention_block=0)
+  params = models.init_params(one, jax.random.key(0))
+  rng = np.random.RandomState(2)
+  tokens = jnp.asarray(rng.randint(0, one.vocab_size, (2, 11)), jnp.int32)
+  mask = jnp.asarray(np.arange(11)[None] >= np.array([[0], [3]]))
+  loss = lambda p, c: jnp.sum(models.logits(c, p, tokens, mask) * mask[..., None]) / 100
+  for block in (4, 5):
+    blocked = one.replace(attention_block=block)
+    real = np.asarray(mask)[..., None]
+    np.testing.assert_allclose(np.where(real, models.logits(blocked, params, tokens, mask), 0),
+                               np.where(real, models.logits(one, params, tokens, mask), 0),
+                               atol=2e-5, rtol=1e-5)
+    g1, gb = (jax.grad(loss)(params, c) for c in (one, blocked))
+    for a, b in zip(jax.tree.leaves(gb), jax.tree.leaves(g1)):
+      np.testing.assert_allclose(a, b, atol=2e-6)
+    positions = models.default_positions(mask)
+    cached = [models.forward_with_cache(c, params, tokens, positions, mask,
+                                        models.init_cache(c, 2, 11), 0, last_only=True)[0]
+              for c in (one, blocked)]
+    np.testing.assert_allclose(cached[1], cached[0], atol=2e-5, rtol=1e-5)
+
+
 def test_layer_unroll_resolves_by_depth_and_rejects_negatives():
   assert models.get_preset("qwen3_tiny", num_layers=8).scan_unroll == 8
   assert models.get_preset("qwen3_1p7b").scan_unroll == 1  # 28 layers: compile time stays flat

@@ -25,6 +25,20 @@ def test_flop_count_scales_with_rows_and_credits_less_than_it_executes():
   assert 0.5 < useful / executed < 1
 
 
+def test_flop_count_follows_the_attention_blocks():
+  """Executed attention: each query attends to the keys up to the end of its block (counted by
+  brute force over the queries here), against the full T x T of one block."""
+  shapes = memory.Shapes(rows=2, prompt_len=300, teacher_len=300, response_len=40, sample_rows=2)
+  full = models.get_preset("qwen3_tiny", attention_block=0)
+  t, per_pair = 340, 4 * full.num_heads * full.head_dim * full.num_layers
+  for block in (64, 128, 500):
+    keys = sum(min(t, (q // block + 1) * block) for q in range(t))  # per row and pass
+    blocked = aot.step_flops(full.replace(attention_block=block), StepConfig(estimator="grpo"),
+                             shapes)[0]
+    unblocked = aot.step_flops(full, StepConfig(estimator="grpo"), shapes)[0]
+    assert unblocked - blocked == pytest.approx(2 * 3 * per_pair * (t * t - keys))
+
+
 @pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu not installed (pip install -e '.[tpu]'); "
                                            "AOT compiles with the real TPU compiler")
 def test_tiny_step_compiles_for_v5p_and_fits(capsys):
