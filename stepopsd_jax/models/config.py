@@ -45,8 +45,9 @@ class QwenConfig:
   # Queries per block of causal self-attention from position 0 (the train step's forwards, the
   # sampler's prefill); a block attends to the keys up to its own last query, so the scores
   # above the diagonal blocks are never computed. On the 2-vCPU VM: prefill of 32 x 1024
-  # tokens 2.2 -> 0.9 s, the base model's step at 32 x 1048 tokens 1.35x / 1.48x faster (GRPO
-  # / StepOPSD), unchanged at the main job's 152. 0: one block (full T x T scores).
+  # tokens 2.2 -> 0.9 s; the base model's step at 32 x 1048 tokens 1.43x / 1.51x faster (GRPO /
+  # StepOPSD, `bench/step.py --compare attention`), unchanged at the main job's 152 tokens.
+  # 0: one block (full T x T scores).
   attention_block: int = 128
 
   def __post_init__(self):

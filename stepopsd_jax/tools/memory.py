@@ -21,7 +21,7 @@ from absl import flags
 from jax.sharding import AbstractMesh
 
 from stepopsd_jax import models, sharding
-from stepopsd_jax.models import QwenConfig
+from stepopsd_jax.models import QwenConfig, qwen
 from stepopsd_jax.run import config as config_lib
 from stepopsd_jax.run.setup import optimizers
 from stepopsd_jax.train import StepConfig, value_model
@@ -72,7 +72,8 @@ def layer_activation_elems(c: QwenConfig, t: int, tp: int, remat: str) -> tuple[
   """(compute-dtype elements, f32 elements) one layer keeps per token for the backward pass.
 
   Counted from the DecoderLayer: x, 2 norms, q/k/v (+ rope'd q/k), attention output, o-proj,
-  gate/up/silu/product, down; attention scores [N, T] are f32. Heads and mlp split over tensor.
+  gate/up/silu/product, down; attention scores [N, keys] are f32, keys the mean number a query
+  attends to (`qwen.attention_blocks`: T in one block). Heads and mlp split over tensor.
   'full' keeps the layer input only; 'dots' keeps matmul outputs (incl. scores);
   'dots_with_no_batch_dims' keeps the weight matmuls (q/k/v/o, gate/up/down), not attention.
   """
@@ -83,9 +84,10 @@ def layer_activation_elems(c: QwenConfig, t: int, tp: int, remat: str) -> tuple[
   weights = nh_h + 2 * kh_h + nh_h + d + 2 * f + d  # q k v, attn out, o, gate up, down
   if remat == "dots_with_no_batch_dims":
     return d + weights - nh_h, 0.0
+  keys = sum((z - a) * z for a, z in qwen.attention_blocks(t, c.attention_block)) / t
   if remat == "dots":
-    return d + weights, nh * t
-  return 4 * d + weights + nh_h + kh_h + 2 * f + nh * t, nh * t  # + probs (dtype), scores f32
+    return d + weights, nh * keys
+  return 4 * d + weights + nh_h + kh_h + 2 * f + nh * keys, nh * keys  # + probs, scores f32
 
 
 def activation_bytes(c: QwenConfig, cfg: StepConfig, shapes: Shapes, mesh) -> int:
