@@ -120,11 +120,8 @@ class Attention(nn.Module):
     from_zero = cache is None or (isinstance(cache_index, int) and cache_index == 0)
     blocks = attention_blocks(q.shape[1], c.attention_block if from_zero and
                               k_BxKxSxH.shape[2] == q.shape[1] else 0)
-    k_BxKxSxH, v_BxKxSxH = k_BxKxSxH.astype(q.dtype), v_BxKxSxH.astype(q.dtype)
-    out_BxTxNxH = jnp.concatenate(
-        [_gqa(q[:, a:z], k_BxKxSxH[:, :, :z], v_BxKxSxH[:, :, :z], mask_BxTxS[:, a:z, :z],
-              c.head_dim) for a, z in blocks], axis=1) if len(blocks) > 1 else _gqa(
-        q, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, c.head_dim)
+    out_BxTxNxH = _blocked_gqa(q, k_BxKxSxH.astype(q.dtype), v_BxKxSxH.astype(q.dtype),
+                               mask_BxTxS, c.head_dim, blocks)
     wo = _param(self, "o_kernel", _kernel_init, (c.num_heads, c.head_dim, c.hidden_size),
                 ("q_heads", "head_dim", "embed"), c.jnp_param_dtype)  # L.self_attn.o_proj
     out_BxTxD = dense(out_BxTxNxH, wo.astype(x_BxTxD.dtype), n_in=2)
@@ -151,6 +148,15 @@ def attention_blocks(t: int, block: int) -> list[tuple[int, int]]:
   if block <= 0 or t <= block:
     return [(0, t)]
   return [(a, min(a + block, t)) for a in range(0, t, block)]
+
+
+def _blocked_gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim, blocks):
+  """`_gqa` of each query block [a, z) against the keys [0, z), concatenated over the blocks."""
+  if len(blocks) == 1:
+    return _gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim)
+  return jnp.concatenate(
+      [_gqa(q_BxTxNxH[:, a:z], k_BxKxSxH[:, :, :z], v_BxKxSxH[:, :, :z], mask_BxTxS[:, a:z, :z],
+            head_dim) for a, z in blocks], axis=1)
 
 
 def _gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim):
