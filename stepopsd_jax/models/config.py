@@ -39,14 +39,15 @@ class QwenConfig:
   # parameters keep their stacked [L, ...] layout either way. Unrolled, the step keeps each
   # layer's residuals as their own buffers instead of writing them into and slicing them out of
   # stacked [L, ...] arrays (`bench/step.py --size main --compare unroll`: the base model's step
-  # 1.18x / 1.09x faster, GRPO / StepOPSD), at the price of compile time that grows with depth,
+  # 1.15x / 1.13x faster, GRPO / StepOPSD), at the price of compile time that grows with depth,
   # hence the cut-off.
   layer_unroll: int = 0
   # Queries per block of causal self-attention from position 0 (the train step's forwards, the
   # sampler's prefill); a block attends to the keys up to its own last query, so the scores
   # above the diagonal blocks are never computed. On the 2-vCPU VM: prefill of 32 x 1024
-  # tokens 2.2 -> 0.9 s; the base model's step at 32 x 1048 tokens 1.43x / 1.51x faster (GRPO /
-  # StepOPSD, `bench/step.py --compare attention`), unchanged at the main job's 152 tokens.
+  # tokens 2.2 -> 0.9 s (a one-off timing); the base model's step at 32 x 1048 tokens 1.43x /
+  # 1.51x faster (GRPO / StepOPSD, `bench/step.py --compare attention`), unchanged at the main
+  # job's 152 tokens.
   # 0: one block (full T x T scores).
   attention_block: int = 128
 

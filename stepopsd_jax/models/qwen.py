@@ -150,6 +150,11 @@ def attention_blocks(t: int, block: int) -> list[tuple[int, int]]:
   return [(a, min(a + block, t)) for a in range(0, t, block)]
 
 
+def attended_keys(t: int, block: int) -> int:
+  """Query-key pairs the blocked causal attention over t tokens scores (per row, head, layer)."""
+  return sum((z - a) * z for a, z in attention_blocks(t, block))
+
+
 def _blocked_gqa(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS, head_dim, blocks):
   """`_gqa` of each query block [a, z) against the keys [0, z), concatenated over the blocks."""
   if len(blocks) == 1:

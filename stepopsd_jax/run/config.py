@@ -104,6 +104,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def model_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The `model.*` keys that become QwenConfig fields whatever the model's source (a preset or
+  a checkpoint); keys a config saved before they existed take QwenConfig's defaults."""
+  m = config.model
+  return {k: m[k] for k in ("remat_policy", "layer_unroll", "attention_block") if k in m}
+
+
 def step_config(config: ml_collections.ConfigDict) -> StepConfig:
   """The step's settings: `algo.*`, and the temperature the behaviour log-probs were sampled
   at (`rollout.temperature`, the one source of it: the PPO ratio and the teacher gap must score

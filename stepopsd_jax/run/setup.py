@@ -13,6 +13,7 @@ from stepopsd_jax import envs, models, sampling, sharding, text
 from stepopsd_jax.rollout import RolloutConfig, agent_sampler, protocol, random_policy
 from stepopsd_jax.run.config import (
     decode_batch_buckets,
+    model_options,
     prompt_config,
     rollout_config,
     step_config,
@@ -82,15 +83,11 @@ def initial_params(config, tokenizer, rng):
   m = config.model
   if m.path:
     model_config, params = models.load_hf(m.path, dtype=m.dtype)
-    model_config = model_config.replace(remat_policy=m.remat_policy,
-                                        layer_unroll=m.get("layer_unroll", 0),
-                                        attention_block=m.get("attention_block", 128))
+    model_config = model_config.replace(**model_options(config))
   else:
     model_config = models.get_preset(m.preset, vocab_size=models.padded_vocab(tokenizer.vocab_size),
                                      param_dtype=m.dtype, dtype=m.dtype,
-                                     remat_policy=m.remat_policy,
-                                     layer_unroll=m.get("layer_unroll", 0),
-                                     attention_block=m.get("attention_block", 128))
+                                     **model_options(config))
     params = models.init_params(model_config, rng)
   if model_config.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {model_config.vocab_size} < tokenizer vocab "

@@ -144,7 +144,7 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes,
 
   Per token and forward: 2 x the layer weights (embeddings excluded) + 4 N H L per attended key
   (as executed: a query block of `attention_block` queries attends to every key up to its last
-  query, `qwen.attention_blocks`) + 2 D V for response tokens only (logits). Training costs 3
+  query, `qwen.attended_keys`) + 2 D V for response tokens only (logits). Training costs 3
   forwards (4 with remat), forward-only passes 1: the teacher (stepopsd / opsd), the reference
   (kl_coef > 0), the critic (ppo / steppo: 1 + 3 more for its update). `model` counts what MFU
   conventionally credits: no recompute, causal attention (half the scores).
@@ -154,12 +154,10 @@ def step_flops(c: models.QwenConfig, cfg, shapes: memory.Shapes,
   embed = c.vocab_size * c.hidden_size * (1 if c.tie_embeddings else 2)
   body = models.count_params(c) - embed
   per_pair = 4 * c.num_heads * c.head_dim * c.num_layers  # one query-key pair, all layers
-  executed_pairs = lambda t: sum((z - a) * z
-                                 for a, z in qwen.attention_blocks(t, c.attention_block))
   logits = 2 * c.hidden_size * c.vocab_size * shapes.response_len
   t, tt = shapes.prompt_len + shapes.response_len, shapes.teacher_len + shapes.response_len
   fwd = lambda t, causal=None: (t * 2 * body + logits + per_pair * (
-      executed_pairs(t) if causal is None else causal * t * t))
+      qwen.attended_keys(t, c.attention_block) if causal is None else causal * t * t))
   passes = 3 + (c.remat_policy != "none") + (split_trajectories and cfg.shapes_credit
                                               and cfg.micro_batches > 1)
   executed = passes * fwd(t) + cfg.needs_teacher * fwd(tt) + (cfg.kl_coef > 0) * fwd(t) + \

@@ -73,7 +73,7 @@ def layer_activation_elems(c: QwenConfig, t: int, tp: int, remat: str) -> tuple[
 
   Counted from the DecoderLayer: x, 2 norms, q/k/v (+ rope'd q/k), attention output, o-proj,
   gate/up/silu/product, down; attention scores [N, keys] are f32, keys the mean number a query
-  attends to (`qwen.attention_blocks`: T in one block). Heads and mlp split over tensor.
+  attends to (`qwen.attended_keys` / T: T in one block). Heads and mlp split over tensor.
   'full' keeps the layer input only; 'dots' keeps matmul outputs (incl. scores);
   'dots_with_no_batch_dims' keeps the weight matmuls (q/k/v/o, gate/up/down), not attention.
   """
@@ -84,7 +84,7 @@ def layer_activation_elems(c: QwenConfig, t: int, tp: int, remat: str) -> tuple[
   weights = nh_h + 2 * kh_h + nh_h + d + 2 * f + d  # q k v, attn out, o, gate up, down
   if remat == "dots_with_no_batch_dims":
     return d + weights - nh_h, 0.0
-  keys = sum((z - a) * z for a, z in qwen.attention_blocks(t, c.attention_block)) / t
+  keys = qwen.attended_keys(t, c.attention_block) / t
   if remat == "dots":
     return d + weights, nh * keys
   return 4 * d + weights + nh_h + kh_h + 2 * f + nh * keys, nh * keys  # + probs, scores f32
@@ -167,9 +167,8 @@ def format_table(rows: dict[str, int], header: str = "") -> str:
 def model_config(config) -> QwenConfig:
   """The preset at its published vocab (tiny presets: the trained tokenizer's padded vocab)."""
   m = config.model
-  kw = dict(param_dtype=m.get("param_dtype", m.dtype), dtype=m.dtype, remat_policy=m.remat_policy,
-            layer_unroll=m.get("layer_unroll", 0),
-            attention_block=m.get("attention_block", 128))
+  kw = dict(param_dtype=m.get("param_dtype", m.dtype), dtype=m.dtype,
+            **config_lib.model_options(config))
   if "tiny" in m.preset and not config.tokenizer.path:
     kw["vocab_size"] = models.padded_vocab(config.tokenizer.train_vocab_size)
   return models.get_preset(m.preset, **kw)

@@ -7,8 +7,9 @@ model at the main job's 128 rows x 152 tokens 1.02x / 1.05x, at 32 rows x 1048 t
 1.10x, small config 1.00x / 1.02x. The gap was larger before the dense layers were 2-D matmuls
 (`models.qwen.dense`; base model 1.01x / 1.21x) and before attention ran in blocks
 (`QwenConfig.attention_block`; 1048 tokens 2.10x / 1.58x): YNNPACK was slowest on the big
-transposed and attention products those changes removed. The main job's SFT warm-up step (32 rows; a one-off timing, 10 steps
-of each in turn): 1.12x at 192 + 24 tokens, 1.07x at 128 + 24. Losses equal to float rounding.
+transposed and attention products those changes removed. The main job's SFT warm-up step (32
+rows; a one-off timing, 10 steps of each in turn): 1.12x at 192 + 24 tokens, 1.07x at 128 + 24.
+Losses equal to float rounding.
 
 The sampler keeps XLA's defaults, under which its forwards were faster: decode step 2.2 / 3.8
 ms at batch 32 / 64 against 3.0 / 5.3 ms without YNNPACK (`bench/sampler.py` with XLA_FLAGS),

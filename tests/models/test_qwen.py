@@ -123,7 +123,8 @@ def test_decode_step_equals_full_recompute(name):
 def test_dense_equals_the_einsum_and_its_gradient():
   """`dense` flattens the tokens into rows; values and both gradients equal the einsum's."""
   k = jax.random.split(jax.random.key(0), 4)
-  cases = [("btd,dnh->btnh", (2, 3, 8), (8, 4, 5), 1), ("btnh,nhd->btd", (2, 3, 4, 5), (4, 5, 8), 2),
+  cases = [("btd,dnh->btnh", (2, 3, 8), (8, 4, 5), 1),
+           ("btnh,nhd->btd", (2, 3, 4, 5), (4, 5, 8), 2),
            ("btd,df->btf", (3, 5, 8), (8, 6), 1)]
   for spec, x_shape, w_shape, n_in in cases:
     x, w = jax.random.normal(k[0], x_shape), jax.random.normal(k[1], w_shape)
