@@ -268,11 +268,13 @@ class Qwen(nn.Module):
 DecodeCache = tuple[dict[str, Array], ...]  # per layer {"k": [B, K, H, S], "v": [B, K, S, H]}
 
 
-def decode_weights(config: QwenConfig, params) -> dict:
+def decode_weights(config: QwenConfig, params, stacked: bool = False) -> dict:
   """The parameters rearranged for `decode_step` (call it outside the decode loop: one copy).
 
   q|k|v are grouped by KV head, [D, K, (G + 2) H] (G = query heads per KV head), and gate|up
   stacked as [D, 2, F], so the heads and F axes keep the sharding the rules give them.
+  "layers" is a tuple of per-layer dicts, or with `stacked` one dict of [L, ...] arrays (for
+  `prefill_step`, whose layers may be a scan).
   """
   c = config
   dt, k, g, h = c.jnp_dtype, c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
@@ -283,7 +285,7 @@ def decode_weights(config: QwenConfig, params) -> dict:
       "ln1": stack["input_layernorm"]["scale"], "ln2": stack["post_attention_layernorm"]["scale"],
       "qkv": jnp.concatenate([grouped(attn[n]) for n in ("q_kernel", "k_kernel", "v_kernel")],
                              axis=-1).astype(dt),
-      "o": attn["o_kernel"].reshape((c.num_layers, k, g, h, c.hidden_size)).astype(dt),
+      "o": attn["o_kernel"].reshape((c.num_layers, k * g * h, c.hidden_size)).astype(dt),
       "gate_up": jnp.stack([mlp["gate_kernel"], mlp["up_kernel"]], axis=2).astype(dt),
       "down": mlp["down_kernel"].astype(dt)}
   if c.qkv_bias:
@@ -293,19 +295,124 @@ def decode_weights(config: QwenConfig, params) -> dict:
     fused["o_bias"] = attn["o_bias"].astype(dt)
   if c.qk_norm:
     fused["q_norm"], fused["k_norm"] = attn["q_norm"]["scale"], attn["k_norm"]["scale"]
-  layers = tuple(jax.tree.map(lambda x, i=i: x[i], fused) for i in range(c.num_layers))
-  head = params["embed_tokens"] if c.tie_embeddings else params["lm_head"]
+  layers = fused if stacked else tuple(_layer(fused, i) for i in range(c.num_layers))
+  head = params["embed_tokens"].T if c.tie_embeddings else params["lm_head"]
   return {"embed": params["embed_tokens"].astype(dt), "norm": params["norm"]["scale"],
           "head": head.astype(dt), "layers": layers}
 
 
 def decode_cache(config: QwenConfig, cache: KVCache, length: int) -> DecodeCache:
-  """A prefilled stacked cache ([L, B, K, P, H]) as `decode_step`'s per-layer cache of `length`
-  slots, the P prefilled ones first."""
+  """A stacked cache ([L, B, K, P, H], `Qwen`'s) as `decode_step`'s per-layer cache of `length`
+  slots, the P filled ones first."""
+  return grow_cache(tuple({"k": cache["k"][i].transpose(0, 1, 3, 2), "v": cache["v"][i]}
+                          for i in range(config.num_layers)), length)
+
+
+def grow_cache(cache: DecodeCache, length: int) -> DecodeCache:
+  """A per-layer cache of P slots (`prefill_step`'s) grown to `length` empty-ended slots."""
   grow = lambda x, axis: jnp.pad(x, [(0, length - x.shape[axis]) if a == axis else (0, 0)
                                      for a in range(x.ndim)])
-  return tuple({"k": grow(cache["k"][i].transpose(0, 1, 3, 2), 3), "v": grow(cache["v"][i], 2)}
-               for i in range(config.num_layers))
+  return tuple({"k": grow(layer["k"], 3), "v": grow(layer["v"], 2)} for layer in cache)
+
+
+def _layer(stacked: dict, i):
+  return jax.tree.map(lambda x: x[i], stacked)
+
+
+def prefill_step(config: QwenConfig, weights: dict, tokens_NxW: Int[Array, "N W"],
+                 positions_NxW: Int[Array, "N W"], mask_NxWxW: Bool[Array, "N W W"],
+                 last_B: Int[Array, "B"]):
+  """The sampler's prefill on `decode_weights(..., stacked=True)`: N rows of W tokens from cache
+  slot 0 under a causal mask (one prompt per row, or several packed, each seeing itself).
+  Returns the f32 logits [B, V] of the B tokens `last_B` (indices into the N * W tokens,
+  row-major) and the per-layer cache of W slots, keys [N, K, H, W] and values [N, K, W, H]
+  (`grow_cache` makes room for the decode).
+
+  The same math as `Qwen` with `hidden_with_cache` (tests/models/test_qwen.py checks it), except
+  that the last layer computes keys and values at every token but its queries, attention and
+  MLP only at the B tokens whose logits are read: the rest fed nothing but unread logits. The
+  other layers are unrolled for a shallow model and a `lax.scan` for a deep one, as in `Qwen`
+  (`QwenConfig.scan_unroll`): unrolled, 28 layers took minutes to compile.
+  """
+  c = config
+  n, w = tokens_NxW.shape
+  blocks = attention_blocks(w, c.attention_block)
+  stack = weights["layers"]
+
+  def layer(x_NxWxD, lw):
+    q_NxWxKxGxH, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, positions_NxW)
+    k_NxKxWxH, v_NxKxWxH = k_NxWxKxH.transpose(0, 2, 1, 3), v_NxWxKxH.transpose(0, 2, 1, 3)
+    out_NxWxNxH = _blocked_gqa(q_NxWxKxGxH.reshape(n, w, c.num_heads, c.head_dim), k_NxKxWxH,
+                               v_NxKxWxH, mask_NxWxW, c.head_dim, blocks)
+    x_NxWxD = _mlp_block(c, lw, _attention_out(c, lw, x_NxWxD, out_NxWxNxH))
+    return x_NxWxD, {"k": k_NxKxWxH.transpose(0, 1, 3, 2), "v": v_NxKxWxH}
+
+  x_NxWxD = jnp.take(weights["embed"], tokens_NxW, axis=0)
+  front = c.num_layers - 1
+  if c.scan_unroll >= c.num_layers:
+    cache = []
+    for i in range(front):
+      x_NxWxD, layer_cache = layer(x_NxWxD, _layer(stack, i))
+      cache.append(layer_cache)
+  else:
+    x_NxWxD, stacked_cache = jax.lax.scan(
+        lambda x, i: layer(x, jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(
+            a, i, keepdims=False), stack)), x_NxWxD, jnp.arange(front), unroll=c.scan_unroll)
+    cache = [_layer(stacked_cache, i) for i in range(front)]
+  # The last layer: keys and values of every token, the rest at the B read tokens only.
+  lw = _layer(stack, front)
+  _, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, positions_NxW, queries=False)
+  x_BxD = x_NxWxD.reshape(n * w, -1)[last_B]
+  q_BxKxGxH, _, _ = _qkv(c, lw, x_BxD[:, None], positions_NxW.reshape(n * w)[last_B, None],
+                         keys=False)
+  k_NxKxWxH, v_NxKxWxH = k_NxWxKxH.transpose(0, 2, 1, 3), v_NxWxKxH.transpose(0, 2, 1, 3)
+  cache.append({"k": k_NxKxWxH.transpose(0, 1, 3, 2), "v": v_NxKxWxH})
+  rows_B = last_B // w
+  out_Bx1xNxH = _gqa(q_BxKxGxH.reshape(-1, 1, c.num_heads, c.head_dim), k_NxKxWxH[rows_B],
+                     v_NxKxWxH[rows_B], mask_NxWxW.reshape(n * w, w)[last_B, None], c.head_dim)
+  x_BxD = _mlp_block(c, lw, _attention_out(c, lw, x_BxD, out_Bx1xNxH[:, 0]))
+  h_BxD = rms_norm(x_BxD, weights["norm"], c.rms_norm_eps)
+  return jnp.dot(h_BxD, weights["head"], preferred_element_type=jnp.float32), tuple(cache)
+
+
+def _qkv(c: QwenConfig, w: dict, x_BxTxD, positions_BxT, queries=True, keys=True):
+  """One layer's queries [B, T, K, G, H], keys and values [B, T, K, H] (None where not asked
+  for): the fused projection of the normed input, q/k norms, rotary."""
+  b, t = x_BxTxD.shape[:2]
+  k, g, h = c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
+  cols = slice(0 if queries else g * h, None if keys else g * h)
+  qkv_BxTxKxJ = dense(rms_norm(x_BxTxD, w["ln1"], c.rms_norm_eps), w["qkv"][..., cols])
+  if c.qkv_bias:
+    qkv_BxTxKxJ = qkv_BxTxKxJ + w["qkv_bias"][None, None, :, cols]
+  q = kv = None
+  if queries:
+    q = qkv_BxTxKxJ[..., :g * h].reshape(b, t, k * g, h)
+    if c.qk_norm:
+      q = rms_norm(q, w["q_norm"], c.rms_norm_eps)
+    q = apply_rope(q, positions_BxT, c.rope_theta).reshape(b, t, k, g, h)
+  if keys:
+    kv = qkv_BxTxKxJ[..., g * h:] if queries else qkv_BxTxKxJ
+    key = kv[..., :h]
+    if c.qk_norm:
+      key = rms_norm(key, w["k_norm"], c.rms_norm_eps)
+    return q, apply_rope(key, positions_BxT, c.rope_theta), kv[..., h:]
+  return q, None, None
+
+
+def _attention_out(c: QwenConfig, w: dict, x, out_heads):
+  """The residual stream after attention: x [..., D] plus the output projection of the heads
+  [..., N, H] (or [..., K, G, H])."""
+  lead = out_heads.shape[:x.ndim - 1]
+  attn = dense(out_heads.reshape(*lead, -1), w["o"])
+  if c.o_bias:
+    attn = attn + w["o_bias"].reshape((1,) * (attn.ndim - 1) + (-1,))
+  return x + attn
+
+
+def _mlp_block(c: QwenConfig, w: dict, x):
+  """The residual stream after the SwiGLU MLP of the normed x [..., D] (gate|up fused)."""
+  gate_up = dense(rms_norm(x, w["ln2"], c.rms_norm_eps), w["gate_up"])  # [..., 2, F]
+  return x + dense(nn.silu(gate_up[..., 0, :]) * gate_up[..., 1, :], w["down"])
 
 
 def decode_step(config: QwenConfig, weights: dict, tokens_B: Int[Array, "B"],
@@ -320,24 +427,13 @@ def decode_step(config: QwenConfig, weights: dict, tokens_B: Int[Array, "B"],
     x_BxD, layer_cache = _decode_layer(c, w, x_BxD, positions_B, key_mask_BxS, layer_cache, index)
     new_cache.append(layer_cache)
   h_BxD = rms_norm(x_BxD, weights["norm"], c.rms_norm_eps)
-  spec = "bd,vd->bv" if c.tie_embeddings else "bd,dv->bv"
-  return jnp.einsum(spec, h_BxD, weights["head"], preferred_element_type=jnp.float32), \
-      tuple(new_cache)
+  return jnp.dot(h_BxD, weights["head"], preferred_element_type=jnp.float32), tuple(new_cache)
 
 
 def _decode_layer(c: QwenConfig, w: dict, x_BxD, positions_B, key_mask_BxS, cache, index):
-  b, k, g, h = x_BxD.shape[0], c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
-  qkv_BxKxJ = jnp.einsum("bd,dkj->bkj", rms_norm(x_BxD, w["ln1"], c.rms_norm_eps), w["qkv"])
-  if c.qkv_bias:
-    qkv_BxKxJ = qkv_BxKxJ + w["qkv_bias"][None]
-  q_BxKxGxH = qkv_BxKxJ[..., :g * h].reshape(b, k, g, h)
-  k_BxKxH, v_BxKxH = qkv_BxKxJ[..., g * h:(g + 1) * h], qkv_BxKxJ[..., (g + 1) * h:]
-  if c.qk_norm:
-    q_BxKxGxH = rms_norm(q_BxKxGxH, w["q_norm"], c.rms_norm_eps)
-    k_BxKxH = rms_norm(k_BxKxH, w["k_norm"], c.rms_norm_eps)
-  rope = lambda x, n: apply_rope(x.reshape(b, 1, n, h), positions_B[:, None], c.rope_theta)
-  q_BxKxGxH = rope(q_BxKxGxH, k * g).reshape(b, k, g, h)
-  k_BxKxH = rope(k_BxKxH, k).reshape(b, k, h)
+  h = c.head_dim
+  q_BxKxGxH, k_BxKxH, v_BxKxH = (y[:, 0] for y in _qkv(c, w, x_BxD[:, None],
+                                                      positions_B[:, None]))
   zero, index = jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32)
   cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k_BxKxH[..., None].astype(
                cache["k"].dtype), (zero, zero, zero, index)),
@@ -353,11 +449,4 @@ def _decode_layer(c: QwenConfig, w: dict, x_BxD, positions_B, key_mask_BxS, cach
   probs_BxKxGxS = jax.nn.softmax(scores_BxKxGxS, axis=-1)
   out_BxKxGxH = jnp.einsum("bkgs,bksh->bkgh", probs_BxKxGxS.astype(cache["v"].dtype), cache["v"],
                            preferred_element_type=f32).astype(x_BxD.dtype)
-  attn_BxD = jnp.einsum("bkgh,kghd->bd", out_BxKxGxH, w["o"])
-  if c.o_bias:
-    attn_BxD = attn_BxD + w["o_bias"][None]
-  x_BxD = x_BxD + attn_BxD
-  gate_up_Bx2xF = jnp.einsum("bd,djf->bjf", rms_norm(x_BxD, w["ln2"], c.rms_norm_eps),
-                             w["gate_up"])
-  x_BxD = x_BxD + (nn.silu(gate_up_Bx2xF[:, 0]) * gate_up_Bx2xF[:, 1]) @ w["down"]
-  return x_BxD, cache
+  return _mlp_block(c, w, _attention_out(c, w, x_BxD, out_BxKxGxH)), cache

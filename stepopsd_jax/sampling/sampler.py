@@ -208,13 +208,12 @@ def prefill(config: QwenConfig, params: SamplingParams, weights, tokens_BxP: Int
   r = params.max_new_tokens
   positions = models.default_positions(mask_BxP)
   # Attends over the prompt's P slots only; the decode loop's cache has P + R.
-  cache = _place_cache(models.init_cache(config, b, p), mesh)
-  logits, cache = models.forward_with_cache(config, weights, tokens_BxP, positions, mask_BxP,
-                                            cache, 0, last_only=True)
-  cache = _place_cache(qwen.decode_cache(config, cache, p + r), mesh, DECODE_CACHE_AXES)
+  stacked = qwen.decode_weights(config, weights, stacked=True)
+  logits, cache = qwen.prefill_step(config, stacked, tokens_BxP, positions,
+                                    models.causal_mask(mask_BxP, p), jnp.arange(b) * p + p - 1)
+  cache = _place_cache(qwen.grow_cache(cache, p + r), mesh, DECODE_CACHE_AXES)
   key_mask = jnp.concatenate([mask_BxP, jnp.zeros((b, r), bool)], axis=1)
-  return Prefilled(cache, key_mask, logits[:, -1], positions[:, -1] + 1,
-                   ~jnp.any(mask_BxP, axis=1), rng)
+  return Prefilled(cache, key_mask, logits, positions[:, -1] + 1, ~jnp.any(mask_BxP, axis=1), rng)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "params", "pad_id", "mesh"))
@@ -295,20 +294,18 @@ def prefill_packed(config: QwenConfig, params: SamplingParams, weights, tokens_N
   seg = segments_NxW
   causal = jnp.tril(jnp.ones((w, w), bool))[None]
   mask_NxWxW = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0) & causal
-  cache = _place_cache(models.init_cache(config, n, w), mesh)
-  h_NxWxD, cache = models.hidden_with_cache(config, weights, tokens_NxW, positions_NxW,
-                                            mask_NxWxW, cache, 0)
   last_B = index_BxW[:, -1]  # left-padded: a row's last slot holds its prompt's last token
-  h_BxD = jnp.take(h_NxWxD.reshape(n * w, -1), last_B, axis=0)
-  logits = models.project(config, weights, h_BxD[:, None])[:, 0]
+  stacked = qwen.decode_weights(config, weights, stacked=True)
+  logits, cache = qwen.prefill_step(config, stacked, tokens_NxW, positions_NxW, mask_NxWxW, last_B)
 
-  def unpack(x_LxNxKxWxH):  # -> [L, B, K, W, H], the rows' left-padded prompt slots
-    l, _, k, _, hd = x_LxNxKxWxH.shape
-    flat = x_LxNxKxWxH.transpose(0, 1, 3, 2, 4).reshape(l, n * w, k, hd)
-    return jnp.take(flat, index_BxW, axis=1).transpose(0, 1, 3, 2, 4)
+  def unpack(x_NxKxWxH):  # -> [B, K, W, H], the rows' left-padded prompt slots
+    _, k, _, h = x_NxKxWxH.shape
+    flat = x_NxKxWxH.transpose(0, 2, 1, 3).reshape(n * w, k, h)
+    return jnp.take(flat, index_BxW, axis=0).transpose(0, 2, 1, 3)
 
-  cache = {name: unpack(x) for name, x in cache.items()}
-  cache = _place_cache(qwen.decode_cache(config, cache, w + r), mesh, DECODE_CACHE_AXES)
+  swap = lambda x: x.transpose(0, 1, 3, 2)  # keys are kept as [., K, H, W]
+  cache = tuple({"k": swap(unpack(swap(layer["k"]))), "v": unpack(layer["v"])} for layer in cache)
+  cache = _place_cache(qwen.grow_cache(cache, w + r), mesh, DECODE_CACHE_AXES)
   key_mask = jnp.concatenate([mask_BxW, jnp.zeros((b, r), bool)], axis=1)
   count = jnp.sum(mask_BxW, axis=1, dtype=jnp.int32)
   return Prefilled(cache, key_mask, logits, jnp.maximum(count, 1), count == 0, rng)

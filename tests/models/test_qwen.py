@@ -120,6 +120,43 @@ def test_decode_step_equals_full_recompute(name):
     np.testing.assert_allclose(out, full[:, t], atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name,layers", [(name, 0) for name in sorted(DECODE_CONFIGS)]
+                         + [("qwen3_tiny", 1), ("qwen3_tiny", 2)])
+def test_prefill_step_equals_the_module_on_packed_prompts(name, layers):
+  """The sampler's prefill (`qwen.prefill_step`: fused weights, the last layer at the read
+  tokens only) against the scanned module with a cache (`hidden_with_cache`, the path the
+  transformers parity tests check): row 0 packs two prompts (each attends to itself, at its own
+  positions), row 1 holds one left-padded prompt; query blocks of 4. Logits of each prompt's
+  last token, and every layer's keys and values at the real slots. `layers`: 3 layers, the two
+  before the last in a layer scan (1) or in a scan unrolled two at a time (2)."""
+  config = DECODE_CONFIGS[name].replace(attention_block=4)
+  if layers:
+    config = config.replace(num_layers=3, layer_unroll=layers)
+  params = models.init_params(config, jax.random.key(1))
+  params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(2), x.shape),
+                        params)  # non-zero biases, non-unit norms
+  tokens = jnp.asarray(np.random.RandomState(4).randint(0, config.vocab_size, (2, 10)), jnp.int32)
+  segments = jnp.asarray([[1, 1, 1, 1, 2, 2, 2, 2, 2, 2], [0, 0, 0, 3, 3, 3, 3, 3, 3, 3]])
+  positions = jnp.asarray([[0, 1, 2, 3, 0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 1, 2, 3, 4, 5, 6]])
+  mask = ((segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+          & jnp.tril(jnp.ones((10, 10), bool))[None])
+  last = jnp.asarray([3, 9, 19])  # the three prompts' last tokens, in the flattened rows
+  logits, cache = jax.jit(functools.partial(qwen.prefill_step, config))(
+      qwen.decode_weights(config, params, stacked=True), tokens, positions, mask, last)
+  h, ref_cache = models.hidden_with_cache(config, params, tokens, positions, mask,
+                                          models.init_cache(config, 2, 10), 0)
+  ref = models.project(config, params, h).reshape(20, -1)[last]
+  np.testing.assert_allclose(logits, ref, atol=2e-5, rtol=1e-5)
+  real = np.asarray(segments > 0)
+  for i, layer in enumerate(cache):
+    np.testing.assert_allclose(np.asarray(layer["k"]).transpose(0, 3, 1, 2)[real],
+                               np.asarray(ref_cache["k"][i]).transpose(0, 2, 1, 3)[real],
+                               atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer["v"]).transpose(0, 2, 1, 3)[real],
+                               np.asarray(ref_cache["v"][i]).transpose(0, 2, 1, 3)[real],
+                               atol=2e-5, rtol=1e-5)
+
+
 def test_dense_equals_the_einsum_and_its_gradient():
   """`dense` flattens the tokens into rows; values and both gradients equal the einsum's."""
   k = jax.random.split(jax.random.key(0), 4)
