@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,3 +48,31 @@ def copy_bytes_per_s(mib: int = 256, repeats: int = 5) -> float:
     x = jax.block_until_ready(scale(x))
     times.append(time.perf_counter() - t)
   return 2 * x.nbytes / statistics.median(times)
+
+
+def matmul_chain_s(batch: int, shapes: Sequence[tuple[int, int]], steps: int = 64,
+                   repeats: int = 5) -> float:
+  """Seconds per pass of `batch` rows through a chain of f32 matmuls [batch, k] x [k, n], one
+  weight per (k, n) in `shapes`, each input the first k columns of the previous output; `steps`
+  passes in one `lax.fori_loop`, the last output feeding the next pass.
+
+  With a decode step's shapes (`bench/sampler.py`) this is that step's matmuls alone, without
+  attention, norms or sampling, the weights cycling through the caches as the step's do: what
+  XLA:CPU reaches on exactly those products, a floor for the decode step under XLA.
+  """
+  if any(k > n for (k, _), (_, n) in zip(shapes[1:], shapes[:-1])) or shapes[0][0] > shapes[-1][1]:
+    raise ValueError(f"matmul chain {shapes}: each input width must fit in the previous output.")
+  keys = jax.random.split(jax.random.key(0), len(shapes))
+  weights = [jax.random.normal(key, (k, n), jnp.float32) / k ** 0.5
+             for key, (k, n) in zip(keys, shapes)]
+
+  @jax.jit
+  def run(x):
+    def one_pass(_, x):
+      for w in weights:
+        x = x[:, :w.shape[0]] @ w
+      return x[:, :shapes[0][0]]
+    return jax.lax.fori_loop(0, steps, one_pass, x)
+
+  x = jax.random.normal(jax.random.key(1), (batch, shapes[0][0]), jnp.float32)
+  return _median_time(run, x, repeats) / steps

@@ -13,7 +13,10 @@ machine's matmul rate and copy bandwidth measured in the same run (`bench/limits
 step's FLOPs (hand count, `tools.aot.decode_cost`, useful = attention over the filled prefix
 only) over the matmul rate, and its bytes (every weight once + the KV cache read) over the copy
 bandwidth. A decode step at batch 1 is bandwidth-bound (time / bandwidth time near 1 is the
-limit); at large batch it is compute-bound (% of the matmul rate).
+limit); at large batch it is compute-bound (% of the matmul rate). A third reference is the
+step's matmuls alone (`limits.matmul_chain_s`: the same shapes chained in a loop, nothing else):
+how fast XLA:CPU runs products this small, so "x matmuls alone" is what the rest of the step
+(attention, norms, rotary, cache writes, sampling) adds.
 
 torch keeps its default thread count unless `--torch-threads` is given. On a small shared VM
 (2 vCPUs) HF `generate` with 2 OpenMP threads was intermittently 8-15x slower than with 1, even
@@ -42,7 +45,7 @@ import torch
 import transformers
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bench.limits import copy_bytes_per_s, matmul_flops_per_s  # noqa: E402
+from bench.limits import copy_bytes_per_s, matmul_chain_s, matmul_flops_per_s  # noqa: E402
 from stepopsd_jax import models, pretrain, sampling  # noqa: E402
 from stepopsd_jax.models import hf_io  # noqa: E402
 from stepopsd_jax.tools import aot  # noqa: E402
@@ -180,15 +183,32 @@ def agreement(ours: np.ndarray, hf: np.ndarray) -> dict:
           "rows": int(same.shape[0]), "first_mismatch": first}
 
 
+def decode_matmuls(config: models.QwenConfig) -> list[tuple[int, int]]:
+  """The (in, out) widths of a decode step's dense matmuls, in order (`qwen.decode_step`: fused
+  q|k|v, output projection, fused gate|up, down per layer; then the head)."""
+  c = config
+  layer = [(c.hidden_size, (c.num_heads + 2 * c.num_kv_heads) * c.head_dim),
+           (c.num_heads * c.head_dim, c.hidden_size), (c.hidden_size, 2 * c.intermediate_size),
+           (c.intermediate_size, c.hidden_size)]
+  return layer * c.num_layers + [(c.hidden_size, c.vocab_size)]
+
+
 def limit_ratios(config, batch: int, args, stats: list[dict], limits: dict) -> dict:
-  """Our decode step against the machine: % of the matmul rate, x of the bandwidth time."""
+  """Our decode step against the machine: % of the matmul rate, x of the bandwidth time, and
+  x of the time of its matmuls alone (`limits.matmul_chain_s`, measured here)."""
   parts = {k: statistics.median(s[k] for s in stats) for k in stats[0] if k.endswith("_s")}
   step_s = parts["decode_s"] / args.new_tokens
   cost = aot.decode_cost(config, batch, args.prompt_len, args.new_tokens)
+  shapes = decode_matmuls(config)
+  alone_s = matmul_chain_s(batch, shapes, steps=args.new_tokens)
+  alone_flops = 2 * batch * sum(k * n for k, n in shapes)
   return {"parts_s": parts, "decode_step_s": step_s, **cost,
           "matmul_fraction": cost["flops_useful"] / step_s / limits["matmul_flops_per_s"],
           "bandwidth_time_s": cost["bytes_useful"] / limits["copy_bytes_per_s"],
-          "over_bandwidth_time": step_s / (cost["bytes_useful"] / limits["copy_bytes_per_s"])}
+          "over_bandwidth_time": step_s / (cost["bytes_useful"] / limits["copy_bytes_per_s"]),
+          "matmuls_alone_s": alone_s,
+          "matmuls_alone_fraction": alone_flops / alone_s / limits["matmul_flops_per_s"],
+          "over_matmuls_alone": step_s / alone_s}
 
 
 def bench_batch(batch: int, args, config, weights, hf_model, compile_timer, limits) -> dict:
@@ -221,8 +241,9 @@ def table(rows: list[dict], limits: dict) -> str:
   lines = [f"| batch | ours tok/s | HF tok/s | ratio ours/HF | greedy agreement | "
            f"ours sampled (T=1) tok/s | prefill / decode s | decode step ms | % of matmul "
            f"({limits['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s) | x bandwidth time "
-           f"({limits['copy_bytes_per_s'] / 1e9:.1f} GB/s) | our compile s |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           f"({limits['copy_bytes_per_s'] / 1e9:.1f} GB/s) | its matmuls alone ms (% of matmul) "
+           f"| x matmuls alone | our compile s |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     a, lim = r["greedy_agreement"], r["limits"]
     lines.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
@@ -230,7 +251,9 @@ def table(rows: list[dict], limits: dict) -> str:
                  f"{a['token_fraction']:.1%} ({a['rows_identical']}/{a['rows']} rows) | "
                  f"{r['ours_sampled']['tokens_per_s']:,.0f} | {lim['parts_s']['prefill_s']:.3f} / {lim['parts_s']['decode_s']:.3f} | "
                  f"{1e3 * lim['decode_step_s']:.2f} | {100 * lim['matmul_fraction']:.0f}% | "
-                 f"{lim['over_bandwidth_time']:.2f}x | {r['ours']['compile_s']:.2f} |")
+                 f"{lim['over_bandwidth_time']:.2f}x | {1e3 * lim['matmuls_alone_s']:.2f} "
+                 f"({100 * lim['matmuls_alone_fraction']:.0f}%) | {lim['over_matmuls_alone']:.2f}x | "
+                 f"{r['ours']['compile_s']:.2f} |")
   return "\n".join(lines)
 
 

@@ -72,11 +72,22 @@ def rms_norm(x: Float[Array, "... D"], scale: Float[Array, "D"], eps: float) -> 
 
 def apply_rope(x_BxTxNxH: Array, positions_BxT: Array, theta: float) -> Array:
   """Rotary embedding, half-split ("rotate_half") layout as in transformers' Qwen."""
-  half = x_BxTxNxH.shape[-1] // 2
+  return rotate(x_BxTxNxH, *rope_cos_sin(positions_BxT, x_BxTxNxH.shape[-1], theta))
+
+
+def rope_cos_sin(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+  """cos and sin of the rotary angles, [*positions.shape, 1, head_dim / 2] (f32)."""
+  half = head_dim // 2
   inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
-  angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq[None, None, :]
-  cos = jnp.cos(angles_BxTxF)[:, :, None, :].astype(x_BxTxNxH.dtype)
-  sin = jnp.sin(angles_BxTxF)[:, :, None, :].astype(x_BxTxNxH.dtype)
+  angles = positions.astype(jnp.float32)[..., None, None] * inv_freq.reshape(
+      (1,) * positions.ndim + (1, half))
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def rotate(x_BxTxNxH: Array, cos: Array, sin: Array) -> Array:
+  """`apply_rope` with its cos and sin ([B, T, 1, H / 2], `rope_cos_sin`) given."""
+  half = x_BxTxNxH.shape[-1] // 2
+  cos, sin = cos.astype(x_BxTxNxH.dtype), sin.astype(x_BxTxNxH.dtype)
   x1, x2 = x_BxTxNxH[..., :half], x_BxTxNxH[..., half:]
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
@@ -339,8 +350,10 @@ def prefill_step(config: QwenConfig, weights: dict, tokens_NxW: Int[Array, "N W"
   blocks = attention_blocks(w, c.attention_block)
   stack = weights["layers"]
 
+  rope = rope_cos_sin(positions_NxW, c.head_dim, c.rope_theta)
+
   def layer(x_NxWxD, lw):
-    q_NxWxKxGxH, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, positions_NxW)
+    q_NxWxKxGxH, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, rope)
     k_NxKxWxH, v_NxKxWxH = k_NxWxKxH.transpose(0, 2, 1, 3), v_NxWxKxH.transpose(0, 2, 1, 3)
     out_NxWxNxH = _blocked_gqa(q_NxWxKxGxH.reshape(n, w, c.num_heads, c.head_dim), k_NxKxWxH,
                                v_NxKxWxH, mask_NxWxW, c.head_dim, blocks)
@@ -361,10 +374,10 @@ def prefill_step(config: QwenConfig, weights: dict, tokens_NxW: Int[Array, "N W"
     cache = [_layer(stacked_cache, i) for i in range(front)]
   # The last layer: keys and values of every token, the rest at the B read tokens only.
   lw = _layer(stack, front)
-  _, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, positions_NxW, queries=False)
+  _, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, rope, queries=False)
   x_BxD = x_NxWxD.reshape(n * w, -1)[last_B]
-  q_BxKxGxH, _, _ = _qkv(c, lw, x_BxD[:, None], positions_NxW.reshape(n * w)[last_B, None],
-                         keys=False)
+  rope_B = tuple(x.reshape(n * w, 1, 1, -1)[last_B] for x in rope)
+  q_BxKxGxH, _, _ = _qkv(c, lw, x_BxD[:, None], rope_B, keys=False)
   k_NxKxWxH, v_NxKxWxH = k_NxWxKxH.transpose(0, 2, 1, 3), v_NxWxKxH.transpose(0, 2, 1, 3)
   cache.append({"k": k_NxKxWxH.transpose(0, 1, 3, 2), "v": v_NxKxWxH})
   rows_B = last_B // w
@@ -375,9 +388,10 @@ def prefill_step(config: QwenConfig, weights: dict, tokens_NxW: Int[Array, "N W"
   return jnp.dot(h_BxD, weights["head"], preferred_element_type=jnp.float32), tuple(cache)
 
 
-def _qkv(c: QwenConfig, w: dict, x_BxTxD, positions_BxT, queries=True, keys=True):
+def _qkv(c: QwenConfig, w: dict, x_BxTxD, rope, queries=True, keys=True):
   """One layer's queries [B, T, K, G, H], keys and values [B, T, K, H] (None where not asked
-  for): the fused projection of the normed input, q/k norms, rotary."""
+  for): the fused projection of the normed input, q/k norms, rotary (`rope`: `rope_cos_sin` of
+  the tokens' positions, computed once for every layer)."""
   b, t = x_BxTxD.shape[:2]
   k, g, h = c.num_kv_heads, c.num_heads // c.num_kv_heads, c.head_dim
   cols = slice(0 if queries else g * h, None if keys else g * h)
@@ -389,13 +403,13 @@ def _qkv(c: QwenConfig, w: dict, x_BxTxD, positions_BxT, queries=True, keys=True
     q = qkv_BxTxKxJ[..., :g * h].reshape(b, t, k * g, h)
     if c.qk_norm:
       q = rms_norm(q, w["q_norm"], c.rms_norm_eps)
-    q = apply_rope(q, positions_BxT, c.rope_theta).reshape(b, t, k, g, h)
+    q = rotate(q, *rope).reshape(b, t, k, g, h)
   if keys:
     kv = qkv_BxTxKxJ[..., g * h:] if queries else qkv_BxTxKxJ
     key = kv[..., :h]
     if c.qk_norm:
       key = rms_norm(key, w["k_norm"], c.rms_norm_eps)
-    return q, apply_rope(key, positions_BxT, c.rope_theta), kv[..., h:]
+    return q, rotate(key, *rope), kv[..., h:]
   return q, None, None
 
 
@@ -417,23 +431,28 @@ def _mlp_block(c: QwenConfig, w: dict, x):
 
 def decode_step(config: QwenConfig, weights: dict, tokens_B: Int[Array, "B"],
                 positions_B: Int[Array, "B"], key_mask_BxS: Bool[Array, "B S"],
-                cache: DecodeCache, index: Int[Array, ""]):
+                cache: DecodeCache, index: Int[Array, ""], rope_table=None):
   """Writes one token per row into cache slot `index` and returns its f32 logits [B, V] and the
-  cache. `key_mask` marks the valid slots, slot `index` included (later slots are unwritten)."""
+  cache. `key_mask` marks the valid slots, slot `index` included (later slots are unwritten).
+  `rope_table`: `rope_cos_sin` of every position the loop reaches (`arange(S)`), computed once
+  outside the loop and looked up here; without it the angles are computed in the step."""
   c = config
   x_BxD = jnp.take(weights["embed"], tokens_B, axis=0)
+  if rope_table is None:
+    rope = rope_cos_sin(positions_B[:, None], c.head_dim, c.rope_theta)
+  else:  # [S, 1, H / 2] -> [B, 1, 1, H / 2]
+    rope = tuple(jnp.take(x, positions_B, axis=0)[:, None] for x in rope_table)
   new_cache = []
   for w, layer_cache in zip(weights["layers"], cache):
-    x_BxD, layer_cache = _decode_layer(c, w, x_BxD, positions_B, key_mask_BxS, layer_cache, index)
+    x_BxD, layer_cache = _decode_layer(c, w, x_BxD, rope, key_mask_BxS, layer_cache, index)
     new_cache.append(layer_cache)
   h_BxD = rms_norm(x_BxD, weights["norm"], c.rms_norm_eps)
   return jnp.dot(h_BxD, weights["head"], preferred_element_type=jnp.float32), tuple(new_cache)
 
 
-def _decode_layer(c: QwenConfig, w: dict, x_BxD, positions_B, key_mask_BxS, cache, index):
+def _decode_layer(c: QwenConfig, w: dict, x_BxD, rope, key_mask_BxS, cache, index):
   h = c.head_dim
-  q_BxKxGxH, k_BxKxH, v_BxKxH = (y[:, 0] for y in _qkv(c, w, x_BxD[:, None],
-                                                      positions_B[:, None]))
+  q_BxKxGxH, k_BxKxH, v_BxKxH = (y[:, 0] for y in _qkv(c, w, x_BxD[:, None], rope))
   zero, index = jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32)
   cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k_BxKxH[..., None].astype(
                cache["k"].dtype), (zero, zero, zero, index)),

@@ -111,21 +111,24 @@ def sample_token(logits_BxV: Array, rng: Array, params: SamplingParams):
   The behaviour log-prob is that of the temperature-scaled distribution without the top-p/top-k
   truncation, which is what the train step recomputes; greedy (temperature 0) uses temperature 1.
   """
+  scaled = logits_BxV if params.temperature == 0 else logits_BxV / params.temperature
+  top_Bx1 = jnp.max(scaled, axis=-1, keepdims=True)
   if params.temperature == 0:
-    token = first_argmax(logits_BxV)
-    scaled = logits_BxV
+    token = first_argmax(scaled, top_Bx1)
   else:
-    scaled = logits_BxV / params.temperature
     token = categorical(rng, _truncate(scaled, params))
-  logp = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), token[:, None], axis=-1)[:, 0]
+  # log_softmax(scaled)[token], in jax.nn.log_softmax's operation order, without writing [B, V].
+  shifted = jnp.take_along_axis(scaled, token[:, None], axis=-1) - top_Bx1
+  logp = (shifted - jnp.log(jnp.sum(jnp.exp(scaled - top_Bx1), axis=-1, keepdims=True)))[:, 0]
   return token.astype(jnp.int32), logp
 
 
-def first_argmax(x_BxV: Array) -> Int[Array, "B"]:
+def first_argmax(x_BxV: Array, top_Bx1: Array | None = None) -> Int[Array, "B"]:
   """`jnp.argmax` over the last axis (the first index of the maximum), as a max and a min: on
-  CPU XLA's (value, index) pair reduction took ~2.5x as long (a profile of the decode loop)."""
+  CPU XLA's (value, index) pair reduction took ~2.5x as long (a profile of the decode loop).
+  `top_Bx1`: the row maxima, where the caller has them."""
   v = x_BxV.shape[-1]
-  top = jnp.max(x_BxV, axis=-1, keepdims=True)
+  top = jnp.max(x_BxV, axis=-1, keepdims=True) if top_Bx1 is None else top_Bx1
   return jnp.min(jnp.where(x_BxV == top, jnp.arange(v, dtype=jnp.int32), v), axis=-1)
 
 
@@ -224,6 +227,7 @@ def decode(config: QwenConfig, params: SamplingParams, pad_id: int, weights, sta
   b, r = state.key_mask.shape[0], params.max_new_tokens
   p = state.key_mask.shape[1] - r
   decode_weights = qwen.decode_weights(config, weights)  # once per call, not once per step
+  rope_table = qwen.rope_cos_sin(jnp.arange(p + r), config.head_dim, config.rope_theta)
   stop_ids = jnp.asarray(params.stop_token_ids or (-1,), jnp.int32)
   accept = stop_table.shape[0] - 1
 
@@ -234,7 +238,7 @@ def decode(config: QwenConfig, params: SamplingParams, pad_id: int, weights, sta
     ended = jnp.isin(token, stop_ids) | (stop_state == accept)
     key_mask = s.key_mask.at[:, p + s.step].set(True)
     logits, cache = qwen.decode_step(config, decode_weights, token, s.positions, key_mask,
-                                     s.cache, p + s.step)
+                                     s.cache, p + s.step, rope_table)
     return _LoopState(
         step=s.step + 1, rng=s.rng, cache=_place_cache(cache, mesh, DECODE_CACHE_AXES),
         key_mask=key_mask, logits=logits,
