@@ -91,9 +91,9 @@ def sampler_rows(command: str, d: dict) -> list[str]:
          f"{lim['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, copy bandwidth "
          f"{lim['copy_bytes_per_s'] / 1e9:.1f} GB/s, measured in the same run):", "",
          "| batch | ours tok/s | HF `generate` tok/s | ours / HF | greedy tokens identical | "
-         "decode step | % of matmul rate | × bandwidth time | its matmuls alone (% of rate) | "
-         "× matmuls alone | ours sampled (T = 1) tok/s |",
-         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         "prefill | decode step | % of matmul rate | × bandwidth time | "
+         "its matmuls alone (% of rate) | × matmuls alone | ours sampled (T = 1) tok/s |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in d["results"]:
     a, l = r["greedy_agreement"], r["limits"]
     sampled = f"{r['ours_sampled']['tokens_per_s']:,.0f}" if "ours_sampled" in r else "–"
@@ -101,7 +101,8 @@ def sampler_rows(command: str, d: dict) -> list[str]:
              f"{l['over_matmuls_alone']:.2f}×" if "matmuls_alone_s" in l else "– | –")
     out.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
                f"{r['hf']['tokens_per_s']:,.0f} | **{r['ratio_ours_over_hf']:.2f}×** | "
-               f"{a['rows_identical']}/{a['rows']} rows | {1e3 * l['decode_step_s']:.2f} ms | "
+               f"{a['rows_identical']}/{a['rows']} rows | "
+               f"{1e3 * l['parts_s']['prefill_s']:.0f} ms | {1e3 * l['decode_step_s']:.2f} ms | "
                f"{100 * l['matmul_fraction']:.0f}% | {l['over_bandwidth_time']:.2f}× | "
                f"{alone} | {sampled} |")
   return out

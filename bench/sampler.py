@@ -249,11 +249,12 @@ def table(rows: list[dict], limits: dict) -> str:
     lines.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
                  f"{r['hf']['tokens_per_s']:,.0f} | {r['ratio_ours_over_hf']:.2f}x | "
                  f"{a['token_fraction']:.1%} ({a['rows_identical']}/{a['rows']} rows) | "
-                 f"{r['ours_sampled']['tokens_per_s']:,.0f} | {lim['parts_s']['prefill_s']:.3f} / {lim['parts_s']['decode_s']:.3f} | "
+                 f"{r['ours_sampled']['tokens_per_s']:,.0f} | "
+                 f"{lim['parts_s']['prefill_s']:.3f} / {lim['parts_s']['decode_s']:.3f} | "
                  f"{1e3 * lim['decode_step_s']:.2f} | {100 * lim['matmul_fraction']:.0f}% | "
                  f"{lim['over_bandwidth_time']:.2f}x | {1e3 * lim['matmuls_alone_s']:.2f} "
-                 f"({100 * lim['matmuls_alone_fraction']:.0f}%) | {lim['over_matmuls_alone']:.2f}x | "
-                 f"{r['ours']['compile_s']:.2f} |")
+                 f"({100 * lim['matmuls_alone_fraction']:.0f}%) | "
+                 f"{lim['over_matmuls_alone']:.2f}x | {r['ours']['compile_s']:.2f} |")
   return "\n".join(lines)
 
 

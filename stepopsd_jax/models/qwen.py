@@ -275,6 +275,8 @@ class Qwen(nn.Module):
 # out once per sampler call (`decode_weights`), q|k|v and gate|up are one matmul each, the layer
 # loop is unrolled over per-layer caches, and attention is two batched matmuls over (B, K) with
 # the keys stored transposed ([B, K, H, S]), so the scores come out along the contiguous S axis.
+# The sampler's prefill (`prefill_step`) runs on the same fused weights and writes this cache
+# layout directly; its last layer works only at the tokens whose logits are read.
 
 DecodeCache = tuple[dict[str, Array], ...]  # per layer {"k": [B, K, H, S], "v": [B, K, S, H]}
 
