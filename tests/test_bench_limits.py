@@ -20,12 +20,11 @@ def test_decode_matmuls_are_the_decode_steps_weights(preset, overrides):
   multiplies by (`qwen.decode_weights`), layer by layer, then the head."""
   config = models.get_preset(preset, **overrides)
   weights = qwen.decode_weights(config, models.init_params(config, jax.random.key(0)))
-  two_d = lambda w, n_in: (int(np.prod(w.shape[:n_in])), int(np.prod(w.shape[n_in:])))
+  two_d = lambda w: (w.shape[0], int(np.prod(w.shape[1:])))  # [in, *out] as one matmul
   expected = []
   for layer in weights["layers"]:
-    expected += [two_d(layer["qkv"], 1), two_d(layer["o"], 1), two_d(layer["gate_up"], 1),
-                 two_d(layer["down"], 1)]
-  expected.append(two_d(weights["head"], 1))
+    expected += [two_d(layer[name]) for name in ("qkv", "o", "gate_up", "down")]
+  expected.append(two_d(weights["head"]))
   assert sampler.decode_matmuls(config) == expected
 
 
