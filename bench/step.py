@@ -1,7 +1,8 @@
 """Train-step benchmark: GRPO (no teacher) vs StepOPSD (teacher forward) on the same StepBatch.
 
     python bench/step.py [--size main|small|medium|large] [--rows 32] [--prompt 256]
-        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1] [--compare xla|unroll|attention]
+        [--teacher 288] [--response 64] [--devices 1] [--micro-batches 1]
+        [--compare xla|unroll|attention]
 
 `--size main` is the main job's step: the shipped base model (4 x 128, vocab 2048) and the
 buckets its batches land in (96 step rows -> 128; student prompts <= 128, teacher prompts

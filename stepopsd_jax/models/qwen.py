@@ -354,13 +354,16 @@ def prefill_step(config: QwenConfig, weights: dict, tokens_NxW: Int[Array, "N W"
 
   rope = rope_cos_sin(positions_NxW, c.head_dim, c.rope_theta)
 
-  def layer(x_NxWxD, lw):
-    q_NxWxKxGxH, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, rope)
+  def heads_first(k_NxWxKxH, v_NxWxKxH):  # -> keys, values [N, K, W, H] and the cache entry
     k_NxKxWxH, v_NxKxWxH = k_NxWxKxH.transpose(0, 2, 1, 3), v_NxWxKxH.transpose(0, 2, 1, 3)
+    return k_NxKxWxH, v_NxKxWxH, {"k": k_NxKxWxH.transpose(0, 1, 3, 2), "v": v_NxKxWxH}
+
+  def layer(x_NxWxD, lw):
+    q_NxWxKxGxH, *kv = _qkv(c, lw, x_NxWxD, rope)
+    k_NxKxWxH, v_NxKxWxH, entry = heads_first(*kv)
     out_NxWxNxH = _blocked_gqa(q_NxWxKxGxH.reshape(n, w, c.num_heads, c.head_dim), k_NxKxWxH,
                                v_NxKxWxH, mask_NxWxW, c.head_dim, blocks)
-    x_NxWxD = _mlp_block(c, lw, _attention_out(c, lw, x_NxWxD, out_NxWxNxH))
-    return x_NxWxD, {"k": k_NxKxWxH.transpose(0, 1, 3, 2), "v": v_NxKxWxH}
+    return _mlp_block(c, lw, _attention_out(c, lw, x_NxWxD, out_NxWxNxH)), entry
 
   x_NxWxD = jnp.take(weights["embed"], tokens_NxW, axis=0)
   front = c.num_layers - 1
@@ -370,18 +373,16 @@ def prefill_step(config: QwenConfig, weights: dict, tokens_NxW: Int[Array, "N W"
       x_NxWxD, layer_cache = layer(x_NxWxD, _layer(stack, i))
       cache.append(layer_cache)
   else:
-    x_NxWxD, stacked_cache = jax.lax.scan(
-        lambda x, i: layer(x, jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(
-            a, i, keepdims=False), stack)), x_NxWxD, jnp.arange(front), unroll=c.scan_unroll)
+    x_NxWxD, stacked_cache = jax.lax.scan(lambda x, i: layer(x, _layer(stack, i)), x_NxWxD,
+                                          jnp.arange(front), unroll=c.scan_unroll)
     cache = [_layer(stacked_cache, i) for i in range(front)]
   # The last layer: keys and values of every token, the rest at the B read tokens only.
   lw = _layer(stack, front)
-  _, k_NxWxKxH, v_NxWxKxH = _qkv(c, lw, x_NxWxD, rope, queries=False)
+  k_NxKxWxH, v_NxKxWxH, entry = heads_first(*_qkv(c, lw, x_NxWxD, rope, queries=False)[1:])
+  cache.append(entry)
   x_BxD = x_NxWxD.reshape(n * w, -1)[last_B]
   rope_B = tuple(x.reshape(n * w, 1, 1, -1)[last_B] for x in rope)
   q_BxKxGxH, _, _ = _qkv(c, lw, x_BxD[:, None], rope_B, keys=False)
-  k_NxKxWxH, v_NxKxWxH = k_NxWxKxH.transpose(0, 2, 1, 3), v_NxWxKxH.transpose(0, 2, 1, 3)
-  cache.append({"k": k_NxKxWxH.transpose(0, 1, 3, 2), "v": v_NxKxWxH})
   rows_B = last_B // w
   out_Bx1xNxH = _gqa(q_BxKxGxH.reshape(-1, 1, c.num_heads, c.head_dim), k_NxKxWxH[rows_B],
                      v_NxKxWxH[rows_B], mask_NxWxW.reshape(n * w, w)[last_B, None], c.head_dim)
