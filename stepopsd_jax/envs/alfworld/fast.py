@@ -9,8 +9,10 @@ mutated, so they need no copies; contexts are never mutated once built, so they 
 instead of deep-copied (a query extends a shallow copy). `FastPddlEnv` uses it, keeps each
 signature's facts sorted between changes (`SortedFactsState`: the query engine re-sorts them on
 every lookup), and memoises what `load` and `reset` recompute from the same text: the game
-logic (the parsed grammar) and fast-downward's PDDL->SAS translation, which `PddlState` runs
-twice per `load` and twice per `reset`. tests/envs/alfworld/test_fast.py checks observations
+logic (the parsed grammar), fast-downward's PDDL->SAS translation, which `PddlState` runs
+twice per `load` and twice per `reset`, and the initial facts `PddlState` parses out of the
+translation and the library's atoms (added again in their first order: the G rollouts of a
+group each load the same game). tests/envs/alfworld/test_fast.py checks observations
 and admissible commands byte for byte against the plain engine.
 """
 
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import fast_downward
+from textworld import logic as textworld_logic
 from textworld.envs.pddl import logic as pddl_logic
 from textworld.envs.pddl import textgen
 from textworld.envs.pddl.pddl import PddlEnv
@@ -156,15 +159,47 @@ class SortedFactsState(_PDDL_STATE):
 
   textworld's query engine (`State._all_applicable_assignments`) sorts a signature's fact set
   on every lookup, thousands of times a step: here the facts of a signature come out sorted
-  already (sorting a sorted tuple is one linear pass; propositions are totally ordered, so the
-  order is the same). `PddlEnv._gather_infos` lists all facts once per admissible action:
-  here `facts` is a tuple in the order the generator would give.
+  already, as a `_Sorted` tuple that the engine's `sorted` copies without comparing (`_sorted`,
+  in force while a `FastPddlEnv` loads, resets or steps; propositions are totally ordered, so
+  the order is the one sorting gives). `PddlEnv._gather_infos` lists all facts once per
+  admissible action: here `facts` is a tuple in the order the generator would give.
   """
+
+  def __init__(self, downward_lib, pddl_problem: str, logic: pddl_logic.GameLogic):
+    """`PddlState.__init__`; a problem this process built before (with this game logic) skips
+    turning the translation's and the library's atoms into propositions: its facts are added
+    again, in the order they were first added (so the fact sets iterate in the same order)."""
+    key = (id(logic), pddl_problem)
+    built = _INITIAL_STATES.get(key)
+    if built is None or built[0] is not logic:
+      self.__dict__["_added"] = []
+      super().__init__(downward_lib, pddl_problem, logic)
+      added = self.__dict__.pop("_added")
+      shared = {k: getattr(self, k) for k in _SHARED}
+      _INITIAL_STATES[key] = (logic, shared, added)
+      while len(_INITIAL_STATES) > _INITIAL_STATES_MAX:
+        _INITIAL_STATES.pop(next(iter(_INITIAL_STATES)))
+      return
+    _, shared, added = built
+    self._facts, self._vars_by_name = collections.defaultdict(set), {}
+    self._vars_by_type, self._var_counts = collections.defaultdict(set), collections.Counter()
+    self.__dict__.update(shared)
+    self.downward_lib = downward_lib
+    downward_lib.load_sas(self.sas.encode("utf-8"))
+    downward_lib.load_sas_replan(self.sas_replan.encode("utf-8"))
+    for facts in added:
+      self.add_facts(facts)
+
+  def add_facts(self, props):
+    props = list(props)
+    if "_added" in self.__dict__:  # recording the first build of a problem
+      self.__dict__["_added"].append(props)
+    super().add_facts(props)
 
   def facts_with_signature(self, sig):
     cache = self.__dict__.setdefault("_sorted_facts", {})
     if sig not in cache:
-      cache[sig] = tuple(sorted(super().facts_with_signature(sig)))
+      cache[sig] = _Sorted(sorted(super().facts_with_signature(sig)))
     return cache[sig]
 
   @property
@@ -186,9 +221,38 @@ class SortedFactsState(_PDDL_STATE):
     self.__dict__["_all_facts"] = None
 
 
-# Per process. A group's G rollouts play one game, so they share one translation.
+# Per process. A group's G rollouts play one game, so they share one translation and one
+# parse of its initial facts: (game logic, problem text) -> (the logic, the `_SHARED`
+# attributes, the facts in the order they were added).
+_INITIAL_STATES: dict = {}
+_INITIAL_STATES_MAX = 32
+# What `PddlState.__init__` sets besides the facts and the library; only ever read afterwards.
+_SHARED = ("_logic", "pddl_problem", "task", "sas", "sas_replan", "_actions", "name2type")
 _TRANSLATIONS = _Memo(_PDDL2SAS, maxsize=32)
 _LOGICS = _Memo(_fast_logic, maxsize=32)
+
+
+class _Sorted(tuple):
+  """Facts in sorted order already."""
+
+
+def _sorted(iterable, *args, **kwargs) -> list:
+  """`sorted` for textworld's query engine: a `_Sorted` tuple is copied (its n - 1 comparisons
+  of propositions, each a Python call, were about a sixth of an engine step); the rest is
+  sorted."""
+  if type(iterable) is _Sorted and not args and not kwargs:
+    return list(iterable)
+  return sorted(iterable, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _presorted_queries():
+  """Within the block, textworld's query engine takes `_Sorted` fact tuples as they are."""
+  textworld_logic.sorted = _sorted  # shadows the builtin in that module only
+  try:
+    yield
+  finally:
+    vars(textworld_logic).pop("sorted", None)
 
 
 @contextlib.contextmanager
@@ -218,24 +282,27 @@ class FastPddlEnv(PddlEnv):
 
   def load(self, filename_or_data) -> None:
     self._initial = False
-    with _memoised_translation():
+    with _memoised_translation(), _presorted_queries():
       super().load(filename_or_data)
     self._initial = True
 
   def reset(self):
     initial, self._initial = self._initial, False
-    with _memoised_translation(self._pddl_state if initial else None):
+    with _memoised_translation(self._pddl_state if initial else None), _presorted_queries():
       state = super().reset()
     self._initial = True
     return state
 
   def step(self, command: str):
     self._initial = False
-    return super().step(command)
+    with _presorted_queries():
+      return super().step(command)
 
 
 def clear_caches(parses: bool = True) -> None:
-  """Forgets the memoised translations and game logics (and the parses) of this process."""
-  caches = [_TRANSLATIONS.cache, _LOGICS.cache] + ([_SYMBOLS, _QUERIES, _CODE] if parses else [])
+  """Forgets the memoised translations, game logics and initial facts (and the parses) of this
+  process."""
+  caches = [_TRANSLATIONS.cache, _LOGICS.cache, _INITIAL_STATES] + (
+      [_SYMBOLS, _QUERIES, _CODE] if parses else [])
   for cache in caches:
     cache.clear()

@@ -46,8 +46,33 @@ def test_fast_engine_matches_plain_engine_byte_for_byte(games):
     assert got == transcript(fast, commands)  # and again from the memoised translation
 
 
+def test_a_game_loaded_again_starts_from_its_initial_state(games, monkeypatch):
+  """A second engine loading a game another engine played (and so changed) takes the memoised
+  initial facts, parses no atom, and plays as the plain engine does, facts in the same order."""
+  from textworld.envs.pddl import logic as pddl_logic
+
+  from stepopsd_jax.envs.alfworld import Engine, fast
+  fast.clear_caches(parses=False)
+  parsed = []
+  original = pddl_logic.Atom.get_fact
+  monkeypatch.setattr(pddl_logic.Atom, "get_fact",
+                      lambda self, *a: parsed.append(1) or original(self, *a))
+  first, plain = Engine(fast=True), Engine(fast=False)
+  for k, game_file in enumerate(games.game_files()[:3]):
+    first.load(str(game_file))
+    commands = walk_then_win(first, seed=k)  # the planner's plan wins: the state changed
+    second = Engine(fast=True)
+    parsed.clear()
+    second.load(str(game_file))
+    assert not parsed  # the facts came from the memo
+    plain.load(str(game_file))
+    assert transcript(second, commands) == transcript(plain, commands), game_file
+    assert transcript(second, commands) == transcript(plain, commands)  # reset: from the memo
+
+
 def test_reset_reuses_the_translation_and_restores_patches(games, monkeypatch):
   import fast_downward
+  import textworld.logic
   from textworld.envs.pddl import logic as pddl_logic
 
   from stepopsd_jax.envs.alfworld import Engine, fast
@@ -65,6 +90,8 @@ def test_reset_reuses_the_translation_and_restores_patches(games, monkeypatch):
   assert loaded == 2 and len(calls) == 2  # plain textworld would translate twice per reset
   assert fast_downward.pddl2sas is fast._PDDL2SAS
   assert pddl_logic.GameLogic is fast._GAME_LOGIC
+  engine.step(engine.admissible[0])
+  assert "sorted" not in vars(textworld.logic)  # the query engine's `sorted` is the builtin again
   assert sys.argv == argv  # fast-downward's translator overwrites it; the engine restores it
 
 
