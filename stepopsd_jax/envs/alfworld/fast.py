@@ -27,6 +27,7 @@ import fast_downward
 from textworld import logic as textworld_logic
 from textworld.envs.pddl import logic as pddl_logic
 from textworld.envs.pddl import textgen
+from textworld.core import GameState
 from textworld.envs.pddl.pddl import PddlEnv
 from textworld.logic import Rule
 
@@ -295,8 +296,34 @@ class FastPddlEnv(PddlEnv):
 
   def step(self, command: str):
     self._initial = False
+    if command.strip() not in self.state["_valid_commands"]:
+      return self._nothing_happens(command.strip())
     with _presorted_queries():
       return super().step(command)
+
+  def _nothing_happens(self, command: str):
+    """textworld's `step` of a command that is not one of the valid ones: no action applies, so
+    the state, and every info `_gather_infos` would recompute from it (the admissible commands
+    with their grammar derivations: most of a step), are the previous state's. The new state
+    has textworld's keys in textworld's order; lists and dicts are copied."""
+    previous = self.prev_state = self.state
+    self.state = state = GameState()
+    state.last_command = command
+    self._last_action = None
+    state.feedback = state.raw = "Nothing happens."
+    for key, value in previous.items():
+      if key not in _STEP_KEYS:
+        state[key] = type(value)(value) if isinstance(value, (list, dict)) else value
+    state["last_action"] = state["_last_action"] = None
+    if "walkthrough" in self.request_infos.extras:
+      state["extra.walkthrough"] = previous["extra.walkthrough"]
+    state["score"] = 1 if state["won"] else 0
+    state["done"] = state["won"] or state["lost"]
+    return state, state["score"], state["done"]
+
+
+# The keys textworld's `PddlEnv.step` sets itself (the rest come from `_gather_infos`).
+_STEP_KEYS = frozenset({"last_command", "feedback", "raw", "extra.walkthrough", "score", "done"})
 
 
 def clear_caches(parses: bool = True) -> None:
