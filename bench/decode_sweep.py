@@ -51,7 +51,7 @@ def point(config, weights, batch: int, prompt_len: int, args, limits: dict) -> d
   prompts = np.random.RandomState(args.seed + batch).randint(
       1, config.vocab_size, (batch, prompt_len)).astype(np.int32)
   stats = []
-  run = sampler_bench.ours_fn(config, weights, prompts, args.new_tokens, args.seed, stats)
+  run, _ = sampler_bench.ours_fn(config, weights, prompts, args.new_tokens, args.seed, stats)
   run()  # compiles
   del stats[:]
   for _ in range(args.repeats):

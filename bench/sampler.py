@@ -75,14 +75,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--repeats", type=int, default=3, help="timed calls per side (median is used)")
   p.add_argument("--torch-threads", type=int, default=0,
                  help="torch.set_num_threads for HF; 0 leaves torch's default")
+  p.add_argument("--streams", type=int, default=0,
+                 help="our sampler's concurrent streams (Sampler.streams); 0: its default")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="bench/results/sampler.json", help="JSON results path")
   args = p.parse_args(argv)
   args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
   if min(args.batch_sizes) < 1 or args.prompt_len < 1 or args.new_tokens < 1 or args.repeats < 1:
     p.error("batch sizes, --prompt-len, --new-tokens and --repeats must be >= 1")
-  if args.torch_threads < 0:
-    p.error("--torch-threads must be >= 0")
+  if args.torch_threads < 0 or args.streams < 0:
+    p.error("--torch-threads and --streams must be >= 0")
   return args
 
 
@@ -127,13 +129,15 @@ class CompileTimer:
 
 
 def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int, stats: list,
-            temperature: float = 0.0):
+            temperature: float = 0.0, streams: int | None = None):
   """A closure running our sampler (greedy unless `temperature` > 0, no stops) on
-  exactly-bucketed prompts; each call's time split (`SampleOutput.stats`) is appended to
-  `stats`."""
+  exactly-bucketed prompts (the batch and, for two streams, its halves); each call's time split
+  (`SampleOutput.stats`) is appended to `stats`. `streams`: `Sampler.streams` (None: its
+  default). Returns the closure and the number of streams a call of these prompts runs."""
   params = sampling.SamplingParams(max_new_tokens=new_tokens, temperature=temperature)
-  buckets = sampling.Buckets(batch=(prompts.shape[0],), prompt=(prompts.shape[1],))
-  sampler = sampling.Sampler(config, params, pad_id=PAD_ID, buckets=buckets)
+  b = prompts.shape[0]
+  buckets = sampling.Buckets(batch=tuple(sorted({b, -(-b // 2)})), prompt=(prompts.shape[1],))
+  sampler = sampling.Sampler(config, params, pad_id=PAD_ID, buckets=buckets, streams=streams)
   rows, rng = prompts.tolist(), jax.random.key(seed)
 
   def run() -> np.ndarray:
@@ -141,7 +145,7 @@ def ours_fn(config, weights, prompts: np.ndarray, new_tokens: int, seed: int, st
     assert (out.lengths == new_tokens).all(), out.lengths
     stats.append(out.stats)
     return out.tokens
-  return run
+  return run, len(sampler._stream_parts(b))  # pylint: disable=protected-access
 
 
 def hf_fn(model, prompts: np.ndarray, new_tokens: int):
@@ -223,9 +227,12 @@ def bench_batch(batch: int, args, config, weights, hf_model, compile_timer) -> d
   rs = np.random.RandomState(args.seed + batch)
   prompts = rs.randint(1, config.vocab_size, (batch, args.prompt_len)).astype(np.int32)
   stats = []
-  ours = ours_fn(config, weights, prompts, args.new_tokens, args.seed, stats)
+  streams = args.streams or None
+  ours, ours_streams = ours_fn(config, weights, prompts, args.new_tokens, args.seed, stats,
+                               streams=streams)
   hf = hf_fn(hf_model, prompts, args.new_tokens)
-  sampled = ours_fn(config, weights, prompts, args.new_tokens, args.seed, [], temperature=1.0)
+  sampled, _ = ours_fn(config, weights, prompts, args.new_tokens, args.seed, [],
+                       temperature=1.0, streams=streams)
   compile_s, ours_first_s, ours_tokens = compile_timer.measure(ours)
   hf_first_s, hf_tokens = timed(hf)
   sampled()
@@ -234,7 +241,7 @@ def bench_batch(batch: int, args, config, weights, hf_model, compile_timer) -> d
   generated = batch * args.new_tokens
   ours_sum, hf_sum = summary(ours_s, generated), summary(hf_s, generated)
   return {
-      "batch": batch, "generated_tokens": generated,
+      "batch": batch, "generated_tokens": generated, "streams": ours_streams,
       "ours": {"compile_s": compile_s, "first_call_s": ours_first_s, **ours_sum},
       "hf": {"first_call_s": hf_first_s, **hf_sum},
       "ours_sampled": summary(sampled_s, generated),  # temperature 1: what rollouts run

@@ -66,16 +66,19 @@ def render(tokenizer, text: str, cfg: prompts.PromptConfig) -> list[int]:
 def agent_sampler(model_config, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
                   top_p: float = 1.0, top_k: int = 0, buckets: Buckets = Buckets(),
                   stop_strings: Sequence[str] = (parse.ACTION_CLOSE,), mesh=None,
-                  share_prompts: bool = True, pack_prompts: bool = True) -> Sampler:
+                  share_prompts: bool = True, pack_prompts: bool = True,
+                  streams: int | None = None) -> Sampler:
   """A sampler that stops at the tokenizer's EOS or at a stop string (an env protocol's
   `stop_strings`, `</action>` by default). `mesh`: decode with the prompt rows and the KV cache
-  sharded over it (the weights bring their own shardings)."""
+  sharded over it (the weights bring their own shardings). `streams`: see `Sampler` (None: by
+  the backend)."""
   params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                           top_k=top_k, stop_token_ids=(tokenizer.eos_token_id,),
                           stop_strings=tuple(stop_strings))
   return Sampler(model_config, params, pad_id=tokenizer.pad_token_id,
                  token_texts=vocab_texts(tokenizer, model_config.vocab_size), buckets=buckets,
-                 mesh=mesh, share_prompts=share_prompts, pack_prompts=pack_prompts)
+                 mesh=mesh, share_prompts=share_prompts, pack_prompts=pack_prompts,
+                 streams=streams)
 
 
 def account_generate(out, counts) -> None:

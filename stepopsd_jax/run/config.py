@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
       decode_batch_buckets=(),  # the sampler's batch (episodes); empty: see decode_batch_buckets
       share_prompts=True,  # prefill a sampler call's repeated prompts once (Sampler)
       pack_prompts=True,  # pack short prompts several to a prefill row when it saves rows
+      # sampler calls decoding parts of a turn's rows at once (Sampler.streams); 0: 2 on one
+      # CPU device (faster there from 32 rows), else 1
+      sampler_streams=0,
       prompt_buckets=buckets["prompt"]))
   c.algo = ml_collections.ConfigDict({k: v for k, v in _defaults(StepConfig).items()
                                       if k not in NOT_ALGO})
@@ -208,6 +211,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _require(not bad, f"rollout.batch_buckets {bad} are not divisible by data x fsdp ({dp}) x "
                     f"algo.micro_batches ({step.micro_batches}); use multiples of "
                     f"{dp * step.micro_batches}.")
+  _require(r.sampler_streams >= 0, f"rollout.sampler_streams={r.sampler_streams} must be >= 0 "
+                                    "(0: chosen by the backend).")
   bad = [b for b in r.decode_batch_buckets if b < 1 or b % dp]
   _require(not bad, f"rollout.decode_batch_buckets {bad} are not positive multiples of data x "
                     f"fsdp ({dp}); use multiples of {dp}, or () for the default.")
@@ -250,7 +255,8 @@ def decode_batch_buckets(config, dp: int, processes: int = 1) -> tuple[int, ...]
   up to the largest of `rollout.batch_buckets`, m the first multiple of dp = data x fsdp that is
   at least 8 (fewer rows decode no faster on an accelerator, and every bucket compiles), and
   the episodes a process starts each step with (`rollout.batch_size` / processes, rounded up to
-  a multiple of dp), so that a step's first turn pads nothing.
+  a multiple of dp) and half of them (rounded up the same way), so that a step's first turn pads
+  nothing, in one call or in two streams (`Sampler.streams`).
 
   The rollout decodes one row per episode still running, far fewer than a step's rows (agent
   steps) that `batch_buckets` are sized for: padding ALFWorld's 128 episodes to its smallest
@@ -264,7 +270,8 @@ def decode_batch_buckets(config, dp: int, processes: int = 1) -> tuple[int, ...]
     sizes.add(size)
     size *= 2
   episodes = dp * -(-r.batch_size // (processes * dp))
-  return tuple(sorted(sizes | {top} | ({episodes} if episodes <= top else set())))
+  half = dp * -(-episodes // (2 * dp))  # the parts of a first turn decoded as two streams
+  return tuple(sorted(sizes | {top} | {e for e in (episodes, half) if e <= top}))
 
 
 def prompt_config(config) -> PromptConfig:

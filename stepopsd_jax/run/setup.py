@@ -107,7 +107,8 @@ def make_sampler(config, model_config, tokenizer, *, greedy: bool,
       buckets=sampling.Buckets(batch=decode_batch_buckets(config, dp, jax.process_count()),
                                prompt=tuple(r.prompt_buckets), rows=tuple(r.batch_buckets)),
       stop_strings=protocol.for_env(config.env.name).stop_strings, mesh=mesh,
-      share_prompts=r.share_prompts, pack_prompts=r.pack_prompts)
+      share_prompts=r.share_prompts, pack_prompts=r.pack_prompts,
+      streams=r.sampler_streams or None)
 
 
 def build(config, rng) -> tuple[Setup, object]:

@@ -33,6 +33,8 @@ def test_the_first_turn_of_a_step_pads_nothing():
   assert Buckets.pick(four, 160) == 160 and 640 not in four
   three = config_lib.decode_batch_buckets(config, dp=8, processes=3)  # 213.3 -> 216 = 27 x 8
   assert 216 in three
+  # and its halves, for a sampler that decodes a call as two streams: 320 = 640 / 2; 108 -> 112
+  assert 320 in one and 112 in three and 80 in four
 
 
 def test_given_buckets_are_used_and_checked():

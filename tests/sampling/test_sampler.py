@@ -265,3 +265,49 @@ def test_waiting_for_the_parameters_is_not_counted_as_prefill(tiny):
   out = s.generate(pending, PROMPTS, jax.random.key(0))
   assert out.stats["wait_params_s"] > max(5 * dispatched, 0.05)
   assert out.stats["prefill_s"] < out.stats["wait_params_s"]
+
+
+def test_streams_split_the_rows_and_each_part_draws_with_its_own_key(tiny):
+  """Two streams: each contiguous part is what one stream draws for its prompts with its key of
+  `split(rng, 2)` (rows in order, counts summed); greedy gives one stream's tokens. The
+  reference is the one-stream call, itself checked against a full recompute above."""
+  config, weights = tiny
+  buckets = sampling.Buckets(batch=(16, 32, 64), prompt=(8, 16))
+  rng = np.random.default_rng(0)
+  prompts = [[int(t) for t in rng.integers(1, config.vocab_size, rng.integers(1, 12))]
+             for _ in range(33)]
+  key = jax.random.key(7)
+  for temperature in (1.0, 0.0):
+    params = sampling.SamplingParams(max_new_tokens=5, temperature=temperature)
+    two = sampling.Sampler(config, params, pad_id=0, buckets=buckets, streams=2)
+    one = sampling.Sampler(config, params, pad_id=0, buckets=buckets, streams=1)
+    assert two._stream_parts(33) == [(0, 16), (16, 33)] and two._stream_parts(31) == [(0, 31)]
+    odd = sampling.Sampler(config, params, pad_id=0, streams=2,
+                           buckets=sampling.Buckets(batch=(32, 40, 64), prompt=(8,)))
+    assert odd._stream_parts(40) == [(0, 40)]  # halves of 20 would decode 64 rows, not 40
+    assert odd._stream_parts(64) == [(0, 32), (32, 64)] and odd._stream_parts(65) == [(0, 65)]
+    out = two.generate(weights, prompts, key)
+    if temperature:
+      parts = [one.generate(weights, prompts[a:z], k)
+               for (a, z), k in zip([(0, 16), (16, 33)], jax.random.split(key, 2))]
+    else:
+      parts = [one.generate(weights, prompts, key)]
+    for field in ("tokens", "lengths", "stopped"):
+      np.testing.assert_array_equal(getattr(out, field),
+                                    np.concatenate([getattr(p, field) for p in parts]), field)
+    # Concurrent calls may split a matmul over the cores otherwise: the same to rounding.
+    np.testing.assert_allclose(out.logprobs, np.concatenate([p.logprobs for p in parts]),
+                               atol=1e-5)
+    for count in ("prompt_tokens", "decode_tokens", "prompts"):
+      assert out.stats[count] == sum(p.stats[count] for p in parts) == (
+          33 * 5 if count == "decode_tokens" else 33 if count == "prompts" else
+          sum(map(len, prompts)))
+
+
+def test_streams_default_to_two_on_one_cpu_device_and_must_be_positive(tiny):
+  config, _ = tiny
+  params = sampling.SamplingParams(max_new_tokens=2)
+  assert jax.default_backend() == "cpu"
+  assert sampling.Sampler(config, params, pad_id=0).streams == 2
+  with pytest.raises(ValueError, match="streams=0"):
+    sampling.Sampler(config, params, pad_id=0, streams=0)
