@@ -90,16 +90,17 @@ def sampler_rows(command: str, d: dict) -> list[str]:
          f"{d['args']['prompt_len']} + {d['args']['new_tokens']} tokens; matmul "
          f"{lim['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s, copy bandwidth "
          f"{lim['copy_bytes_per_s'] / 1e9:.1f} GB/s, measured in the same run):", "",
-         "| batch | ours tok/s | HF `generate` tok/s | ours / HF | greedy tokens identical | "
+         "| batch | streams | ours tok/s | HF `generate` tok/s | ours / HF | "
+         "greedy tokens identical | "
          "prefill | decode step | % of matmul rate | × bandwidth time | "
          "its matmuls alone (% of rate) | × matmuls alone | ours sampled (T = 1) tok/s |",
-         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in d["results"]:
     a, l = r["greedy_agreement"], r["limits"]
     sampled = f"{r['ours_sampled']['tokens_per_s']:,.0f}" if "ours_sampled" in r else "–"
     alone = (f"{1e3 * l['matmuls_alone_s']:.2f} ms ({100 * l['matmuls_alone_fraction']:.0f}%) | "
              f"{l['over_matmuls_alone']:.2f}×" if "matmuls_alone_s" in l else "– | –")
-    out.append(f"| {r['batch']} | {r['ours']['tokens_per_s']:,.0f} | "
+    out.append(f"| {r['batch']} | {r.get('streams', 1)} | {r['ours']['tokens_per_s']:,.0f} | "
                f"{r['hf']['tokens_per_s']:,.0f} | **{r['ratio_ours_over_hf']:.2f}×** | "
                f"{a['rows_identical']}/{a['rows']} rows | "
                f"{1e3 * l['parts_s']['prefill_s']:.0f} ms | {1e3 * l['decode_step_s']:.2f} ms | "
