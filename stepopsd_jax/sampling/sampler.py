@@ -333,8 +333,9 @@ class Sampler:
   key (`jax.random.split(rng, streams)`): the same distribution, other draws than one stream's
   (and greedy tokens the same to rounding). On XLA:CPU one call's small matmuls are split over
   the cores with a wait after each, and its elementwise ops run on one core; two independent
-  calls keep both busy (a decode at batch 32 ran ~1.2-1.6x faster as two concurrent halves on
-  2 cores). `streams=None` picks 2 on a single CPU device in one process, else 1 (an
+  calls keep both busy (decodes at batch 32 and 64 ran 1.1-1.6x faster as two concurrent halves
+  on 2 cores, in several runs). The streams run in this sampler's worker threads: JAX settings
+  scoped to the calling thread (e.g. `jax.default_device`) do not reach them. `streams=None` picks 2 on a single CPU device in one process, else 1 (an
   accelerator runs one call at a time, and a global batch over processes is one call).
   """
 
