@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -313,7 +314,7 @@ class FastPddlEnv(PddlEnv):
     state.feedback = state.raw = "Nothing happens."
     for key, value in previous.items():
       if key not in _STEP_KEYS:
-        state[key] = type(value)(value) if isinstance(value, (list, dict)) else value
+        state[key] = copy.copy(value) if isinstance(value, (list, dict)) else value
     state["last_action"] = state["_last_action"] = None
     if "walkthrough" in self.request_infos.extras:
       state["extra.walkthrough"] = previous["extra.walkthrough"]
