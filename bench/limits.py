@@ -7,6 +7,7 @@ keeps the ratio honest).
 
 from __future__ import annotations
 
+import concurrent.futures
 import statistics
 import time
 from collections.abc import Sequence
@@ -51,10 +52,12 @@ def copy_bytes_per_s(mib: int = 256, repeats: int = 5) -> float:
 
 
 def matmul_chain_s(batch: int, shapes: Sequence[tuple[int, int]], steps: int = 64,
-                   repeats: int = 5) -> float:
+                   repeats: int = 5, streams: int = 1) -> float:
   """Seconds per pass of `batch` rows through a chain of f32 matmuls [batch, k] x [k, n], one
   weight per (k, n) in `shapes`, each input the first k columns of the previous output; `steps`
-  passes in one `lax.fori_loop`, the last output feeding the next pass.
+  passes in one `lax.fori_loop`, the last output feeding the next pass. With `streams` > 1 the
+  rows are cut into that many contiguous parts (as `Sampler` cuts a call's rows) whose chains
+  run at once, each from its own thread: the seconds are those of the whole.
 
   With a decode step's shapes (`bench/sampler.py`) this is that step's matmuls alone, without
   attention, norms or sampling, the weights cycling through the caches as the step's do: what
@@ -62,6 +65,8 @@ def matmul_chain_s(batch: int, shapes: Sequence[tuple[int, int]], steps: int = 6
   """
   if any(k > n for (k, _), (_, n) in zip(shapes[1:], shapes[:-1])) or shapes[0][0] > shapes[-1][1]:
     raise ValueError(f"matmul chain {shapes}: each input width must fit in the previous output.")
+  if not 1 <= streams <= batch:
+    raise ValueError(f"streams={streams}: must be in [1, batch={batch}].")
   keys = jax.random.split(jax.random.key(0), len(shapes))
   weights = [jax.random.normal(key, (k, n), jnp.float32) / k ** 0.5
              for key, (k, n) in zip(keys, shapes)]
@@ -74,5 +79,16 @@ def matmul_chain_s(batch: int, shapes: Sequence[tuple[int, int]], steps: int = 6
       return x[:, :shapes[0][0]]
     return jax.lax.fori_loop(0, steps, one_pass, x)
 
-  x = jax.random.normal(jax.random.key(1), (batch, shapes[0][0]), jnp.float32)
-  return _median_time(run, x, repeats) / steps
+  cuts = [batch * k // streams for k in range(streams + 1)]
+  parts = [jax.random.normal(jax.random.key(1 + k), (z - a, shapes[0][0]), jnp.float32)
+           for k, (a, z) in enumerate(zip(cuts[:-1], cuts[1:]))]
+
+  def all_parts(xs):
+    if len(xs) == 1:
+      return jax.block_until_ready(run(xs[0]))
+    with concurrent.futures.ThreadPoolExecutor(len(xs) - 1) as pool:
+      futures = [pool.submit(lambda x: jax.block_until_ready(run(x)), x) for x in xs[1:]]
+      out = jax.block_until_ready(run(xs[0]))
+      return [out] + [f.result() for f in futures]
+
+  return _median_time(all_parts, parts, repeats) / steps

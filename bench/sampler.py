@@ -16,9 +16,10 @@ shared VM's hiccup once halved a single measurement): the step's FLOPs (hand cou
 and its bytes (every weight once + the KV cache read) over the copy bandwidth. A decode step at
 batch 1 is bandwidth-bound (time / bandwidth time near 1 is the limit); at large batch it is
 compute-bound (% of the matmul rate). A third reference is the
-step's matmuls alone (`limits.matmul_chain_s`: the same shapes chained in a loop, nothing else):
-how fast XLA:CPU runs products this small, so "x matmuls alone" is what the rest of the step
-(attention, norms, rotary, cache writes, sampling) adds.
+step's matmuls alone (`limits.matmul_chain_s`: the same shapes chained in a loop, nothing else,
+in as many concurrent streams as our call ran): how fast XLA:CPU runs products this small, so
+"x matmuls alone" is what the rest of the step (attention, norms, rotary, cache writes,
+sampling) adds.
 
 torch keeps its default thread count unless `--torch-threads` is given. On a small shared VM
 (2 vCPUs) HF `generate` with 2 OpenMP threads was intermittently 8-15x slower than with 1, even
@@ -199,14 +200,16 @@ def decode_matmuls(config: models.QwenConfig) -> list[tuple[int, int]]:
   return layer * c.num_layers + [(c.hidden_size, c.vocab_size)]
 
 
-def limit_ratios(config, batch: int, args, stats: list[dict], limits: dict) -> dict:
+def limit_ratios(config, batch: int, args, stats: list[dict], limits: dict,
+                 streams: int = 1) -> dict:
   """Our decode step against the machine: % of the matmul rate, x of the bandwidth time, and
-  x of the time of its matmuls alone (`limits.matmul_chain_s`, measured here)."""
+  x of the time of its matmuls alone (`limits.matmul_chain_s`, measured here, in as many
+  concurrent streams as our call ran)."""
   parts = {k: statistics.median(s[k] for s in stats) for k in stats[0] if k.endswith("_s")}
   step_s = parts["decode_s"] / args.new_tokens
   cost = aot.decode_cost(config, batch, args.prompt_len, args.new_tokens)
   shapes = decode_matmuls(config)
-  alone_s = matmul_chain_s(batch, shapes, steps=args.new_tokens)
+  alone_s = matmul_chain_s(batch, shapes, steps=args.new_tokens, streams=streams)
   alone_flops = 2 * batch * sum(k * n for k, n in shapes)
   return {"parts_s": parts, "decode_step_s": step_s, **cost,
           "matmul_fraction": cost["flops_useful"] / step_s / limits["matmul_flops_per_s"],
@@ -306,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
   limits = {"before": before, "after": machine_limits()}
   limits.update({k: max(limits["before"][k], limits["after"][k]) for k in before})
   for row in rows:
-    row["limits"] = limit_ratios(config, row["batch"], args, row.pop("_stats"), limits)
+    row["limits"] = limit_ratios(config, row["batch"], args, row.pop("_stats"), limits,
+                                 row["streams"])
   print(table(rows, limits))
   result = {"args": {k: v for k, v in vars(args).items()}, "config": dataclasses.asdict(config),
             "num_params": models.count_params(config), "environment": env, "limits": limits,

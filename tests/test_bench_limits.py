@@ -30,5 +30,8 @@ def test_decode_matmuls_are_the_decode_steps_weights(preset, overrides):
 
 def test_matmul_chain_times_a_valid_chain_and_rejects_a_broken_one():
   assert limits.matmul_chain_s(2, [(8, 16), (16, 8)], steps=2, repeats=1) > 0
+  assert limits.matmul_chain_s(3, [(8, 16), (16, 8)], steps=2, repeats=1, streams=2) > 0
   with pytest.raises(ValueError, match="input width"):
     limits.matmul_chain_s(2, [(8, 4), (16, 8)], steps=2, repeats=1)
+  with pytest.raises(ValueError, match="streams=3"):
+    limits.matmul_chain_s(2, [(8, 16), (16, 8)], steps=2, repeats=1, streams=3)
