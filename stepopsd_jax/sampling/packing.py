@@ -1,5 +1,5 @@
 """Prompts packed several to a prefill row: where each prompt goes, and where each decode row
-finds its prompt again (host arrays; `sampler.prefill_packed` runs the packed prefill)."""
+finds its prompt again (host arrays; `generation.prefill_packed` runs the packed prefill)."""
 
 from __future__ import annotations
 

@@ -161,7 +161,7 @@ def test_draws_follow_the_softmax_and_never_a_truncated_token(vocab):
   logits = rs.randn(vocab).astype(np.float32) * 2
   logits[rs.choice(vocab, vocab // 4, replace=False)] = -np.inf  # truncated tokens
   n = 60_000
-  draws = np.asarray(sampling.sampler.categorical(
+  draws = np.asarray(sampling.generation.categorical(
       jax.random.key(0), jnp.broadcast_to(jnp.asarray(logits), (n, vocab))))
   p = np.exp(logits - logits[np.isfinite(logits)].max())
   p /= p.sum()
@@ -176,7 +176,7 @@ def test_draws_follow_the_softmax_and_never_a_truncated_token(vocab):
 def test_first_argmax_is_numpy_argmax_ties_included():
   x = np.asarray([[1, 3, 3, 0], [5, 5, 5, 5], [-np.inf, -1, -np.inf, -2]], np.float32)
   x = np.concatenate([x, np.random.RandomState(0).randn(50, 4).astype(np.float32)])
-  np.testing.assert_array_equal(sampling.sampler.first_argmax(jnp.asarray(x)), np.argmax(x, -1))
+  np.testing.assert_array_equal(sampling.generation.first_argmax(jnp.asarray(x)), np.argmax(x, -1))
 
 
 def test_repeated_prompts_are_prefilled_once_and_decode_as_before(tiny):
@@ -209,7 +209,7 @@ def test_repeated_prompts_are_prefilled_once_and_decode_as_before(tiny):
   # the bucket's padding rows start finished, whichever prefilled row they were given
   tokens, mask, _ = shared.pad([a, b])
   state = sampling.prefill(config, params, weights, tokens, mask, jax.random.key(7))
-  rows = sampling.sampler.share_rows(state, np.array([0, 0, 1, 0, 1, 0, 0, 0], np.int32),
+  rows = sampling.generation.share_rows(state, np.array([0, 0, 1, 0, 1, 0, 0, 0], np.int32),
                                      np.arange(8) < 5)
   assert np.asarray(rows.empty).tolist() == [False] * 5 + [True] * 3
   np.testing.assert_array_equal(rows.logits[2], state.logits[1])
