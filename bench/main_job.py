@@ -61,6 +61,7 @@ def summary(workdir: str, wall: float) -> dict:
                          else None for r in train],
       acting_control_frac=[r.get("train/acting_control_frac", 0.0) for r in train],
       delta_std=[r.get("train/delta_std", 0.0) for r in train],
+      grad_norm=[r.get("train/grad_norm", 0.0) for r in train],  # the README compares the two
       weight_won=pick("train/weight_won_step"), weight_lost=pick("train/weight_lost_step"),
       rollout_s=float(np.median([r["time/rollout_s"] for r in rows if "time/rollout_s" in r])),
       update_s=float(np.median([r["time/update_s"] for r in rows if "time/update_s" in r])),
