@@ -297,8 +297,8 @@ class FastPddlEnv(PddlEnv):
 
   def step(self, command: str):
     self._initial = False
-    if command.strip() not in self.state["_valid_commands"]:
-      return self._nothing_happens(command.strip())
+    if (stripped := command.strip()) not in self.state["_valid_commands"]:
+      return self._nothing_happens(stripped)
     with _presorted_queries():
       return super().step(command)
 
